@@ -1,0 +1,1 @@
+"""The HTTP layer: app factory, thin routes, schemas, error handlers, SSE. Never imports torch."""

@@ -1,0 +1,74 @@
+"""The app factory: settings in, FastAPI app out; the model loads in the background during `lifespan`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from worker import __version__
+from worker.api.errors import install_error_handlers
+from worker.api.middleware import BodySizeLimit
+from worker.api.routes import router
+from worker.api.service import GenerationService
+from worker.api.state import WorkerState
+from worker.backends.base import ImageGenerationBackend
+from worker.backends.resolver import create_backend
+from worker.config import Settings
+from worker.engine.engine import Engine
+from worker.errors import WorkerError
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings,
+    backend: ImageGenerationBackend | None = None,
+    on_fatal: Callable[[str], None] | None = None,
+) -> FastAPI:
+    """Build the app. `backend` may be injected (tests share one loaded model); `on_fatal` hears load errors."""
+    backend = backend if backend is not None else create_backend(settings)
+    engine = Engine(
+        backend,
+        max_queue=settings.max_queue,
+        job_timeout=settings.job_timeout,
+        keep_results=settings.keep_results,
+        result_ttl=settings.result_ttl,
+        output_dir=settings.output_dir,
+    )
+    state = WorkerState(settings, backend, engine, GenerationService(engine, backend.family, settings.limits))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loader = asyncio.create_task(_load(state, on_fatal))
+        try:
+            yield
+        finally:
+            state.status, state.reason = "draining", "shutting down"
+            loader.cancel()
+            await asyncio.to_thread(engine.stop)
+
+    app = FastAPI(title="sd-worker", version=__version__, lifespan=lifespan)
+    app.state.worker = state
+    install_error_handlers(app)
+    app.include_router(router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
+    return app
+
+
+async def _load(state: WorkerState, on_fatal: Callable[[str], None] | None) -> None:
+    """Load and warm the model off the event loop, then start the engine and turn ready."""
+    try:
+        await asyncio.to_thread(state.backend.load)
+    except WorkerError as exc:
+        state.status, state.reason = "degraded", exc.message
+        log.error("%s", exc.message)
+        if on_fatal is not None:
+            on_fatal(exc.message)
+        return
+    state.engine.start()
+    state.status, state.reason = "healthy", "ready"
+    log.info("ready: %s on %s/%s", state.backend.family.name, state.backend.device, state.backend.dtype)

@@ -1,0 +1,133 @@
+"""The native routes: parse → call the service → respond. Each handler stays a few lines."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from worker import __version__
+from worker.api.errors import error_response
+from worker.api.schemas import GenerationBody, Img2ImgBody, InpaintBody
+from worker.api.sse import stream_job
+from worker.api.state import WorkerState
+from worker.engine.job import Job, JobStatus
+from worker.engine.request import Task
+
+router = APIRouter()
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def worker_state(request: Request) -> WorkerState:
+    """The app's `WorkerState` (a FastAPI dependency)."""
+    state: WorkerState = request.app.state.worker
+    return state
+
+
+State = Annotated[WorkerState, Depends(worker_state)]
+
+
+@router.get("/health")
+async def health(state: State) -> dict[str, Any]:
+    """Liveness: 200 while the process runs, with what the worker is doing."""
+    engine, backend = state.engine, state.backend
+    return {
+        "status": "degraded" if state.status == "draining" else state.status,
+        "worker_id": state.settings.resolved_worker_id(),
+        "model_version": backend.family.name,
+        "model_ref": backend.model_ref,
+        "device": backend.device,
+        "dtype": backend.dtype,
+        "uptime_seconds": round(time.monotonic() - state.started_at, 1),
+        "queue_depth": engine.queue_depth,
+        "active_jobs": int(engine.active_job is not None),
+        "version": __version__,
+        **(backend.info() if backend.loaded else {}),
+    }
+
+
+@router.get("/ready")
+async def ready(state: State) -> JSONResponse:
+    """200 once loaded and warmed; 503 before that and while draining."""
+    if state.ready:
+        return JSONResponse({"ready": True})
+    return JSONResponse({"ready": False, "reason": state.reason}, status_code=503)
+
+
+@router.post("/execute")
+async def execute(body: GenerationBody, request: Request, state: State) -> Response:
+    """Text-to-image."""
+    return await _generate("txt2img", body, request, state)
+
+
+@router.post("/img2img")
+async def img2img(body: Img2ImgBody, request: Request, state: State) -> Response:
+    """Image-to-image."""
+    return await _generate("img2img", body, request, state)
+
+
+@router.post("/inpaint")
+async def inpaint(body: InpaintBody, request: Request, state: State) -> Response:
+    """Inpainting: white mask pixels are repainted, the rest is returned unchanged."""
+    return await _generate("inpaint", body, request, state)
+
+
+@router.get("/v1/jobs/{job_id}")
+async def get_job(job_id: str, state: State) -> dict[str, Any]:
+    """A job's status, progress and (when done) result."""
+    return state.engine.get(job_id).view()
+
+
+@router.get("/v1/jobs/{job_id}/events")
+async def job_events(job_id: str, state: State) -> StreamingResponse:
+    """The job's SSE stream from its first event, then live; leaving does not cancel the job."""
+    job = state.engine.get(job_id)
+    stream = stream_job(job, state.settings.keepalive_seconds)
+    return StreamingResponse(stream, media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+@router.delete("/v1/jobs/{job_id}")
+async def cancel_job(job_id: str, state: State) -> dict[str, Any]:
+    """Cancel a queued or running job (a no-op on a finished one)."""
+    job = state.engine.get(job_id)
+    state.engine.cancel(job, "cancelled by DELETE /v1/jobs")
+    return job.view()
+
+
+async def _generate(task: Task, body: GenerationBody, request: Request, state: WorkerState) -> Response:
+    state.require_ready()
+    job = await state.service.submit(task, body)
+    cancel = _canceller(state, "client disconnected")
+    if _wants_json(request):
+        return await _wait_json(job, request, state)
+    stream = stream_job(job, state.settings.keepalive_seconds, on_disconnect=cancel)
+    headers = {**SSE_HEADERS, "X-Job-Id": job.id}
+    return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+
+
+def _wants_json(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return "application/json" in accept and "text/event-stream" not in accept
+
+
+async def _wait_json(job: Job, request: Request, state: WorkerState) -> JSONResponse:
+    """Wait for the job's end; a client that leaves meanwhile cancels it."""
+    async for event in job.events.follow(keepalive=1.0):
+        if event is None and await request.is_disconnected():
+            state.engine.cancel(job, "client disconnected")
+            break
+    if job.status is JobStatus.COMPLETED and job.result is not None:
+        return JSONResponse(job.result, headers={"X-Job-Id": job.id})
+    error = job.error or {"code": "internal", "message": "the job did not finish"}
+    response = error_response(job.error_status, error["code"], error["message"])
+    response.headers["X-Job-Id"] = job.id
+    return response
+
+
+def _canceller(state: WorkerState, reason: str) -> Any:
+    def cancel(job: Job) -> None:
+        state.engine.cancel(job, reason)
+
+    return cancel

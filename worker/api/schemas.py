@@ -1,0 +1,40 @@
+"""Request bodies of the native API. Static bounds live here; configurable limits are checked by the service."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class GenerationBody(BaseModel):
+    """`POST /execute`: text-to-image. Omitted fields take the loaded family's defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1)
+    negative_prompt: str | None = None
+    steps: int | None = Field(None, ge=1)
+    guidance_scale: float | None = Field(None, ge=0, le=100, allow_inf_nan=False)
+    seed: int | None = Field(None, ge=-1, lt=2**32, description="absent or -1: random")
+    height: int | None = Field(None, ge=8)
+    width: int | None = Field(None, ge=8)
+    num_samples: int = Field(1, ge=1)
+    scheduler: str | None = None
+    output_format: Literal["png", "jpeg", "webp"] = "png"
+
+
+class Img2ImgBody(GenerationBody):
+    """`POST /img2img`: an init image (base64) and how much of it to re-noise."""
+
+    image: str = Field(min_length=1)
+    strength: float = Field(0.8, gt=0, le=1, allow_inf_nan=False)
+
+
+class InpaintBody(GenerationBody):
+    """`POST /inpaint`: image + mask (white = repaint); unmasked pixels come back unchanged."""
+
+    image: str = Field(min_length=1)
+    mask: str = Field(min_length=1)
+    strength: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)
+    mask_blur: int = Field(0, ge=0, le=256)

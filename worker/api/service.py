@@ -1,0 +1,131 @@
+"""The generation service: turns a validated body into a resolved engine request, submits it, answers."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+
+from worker import imaging
+from worker.api.schemas import GenerationBody, Img2ImgBody, InpaintBody
+from worker.config import Limits
+from worker.engine.engine import Engine
+from worker.engine.job import Job
+from worker.engine.request import GenerationRequest, Task
+from worker.errors import InvalidRequest
+from worker.pipelines.families import SAMPLER_LABELS, Family
+
+SEED_SPACE = 2**32
+
+
+class GenerationService:
+    """Applies the family's defaults and the configured limits, then queues the job on the engine."""
+
+    def __init__(self, engine: Engine, family: Family, limits: Limits) -> None:
+        self.engine = engine
+        self.family = family
+        self.limits = limits
+
+    async def submit(self, task: Task, body: GenerationBody) -> Job:
+        """Validate and decode off the event loop (base64 + image decoding is heavy), then queue."""
+        request = await run_in_threadpool(self.resolve, task, body)
+        return self.engine.submit(request)
+
+    def resolve(self, task: Task, body: GenerationBody) -> GenerationRequest:
+        """The engine request for `body`, or InvalidRequest naming the offending field."""
+        family, limits = self.family, self.limits
+        self._check_text(body)
+        steps = body.steps if body.steps is not None else family.steps
+        if steps > limits.max_steps:
+            raise InvalidRequest(f"steps must be between 1 and {limits.max_steps}", field="steps")
+        guidance = body.guidance_scale if body.guidance_scale is not None else family.guidance
+        if family.fixed_guidance is not None and guidance != family.fixed_guidance:
+            raise InvalidRequest(
+                f"the {family.name!r} family is distilled for guidance_scale {family.fixed_guidance:g} only",
+                field="guidance_scale",
+            )
+        if body.num_samples > limits.max_samples:
+            raise InvalidRequest(f"num_samples must be between 1 and {limits.max_samples}", field="num_samples")
+        if body.scheduler is not None and body.scheduler not in family.schedulers:
+            known = "" if body.scheduler in SAMPLER_LABELS else "unknown "
+            raise InvalidRequest(
+                f"{known}scheduler {body.scheduler!r} is not valid for the {family.name!r} family; "
+                f"valid: {', '.join(family.schedulers)}",
+                field="scheduler",
+            )
+        image, mask = self._decode_inputs(body)
+        width, height = self._size(body, image)
+        strength = body.strength if isinstance(body, Img2ImgBody | InpaintBody) else None
+        total_steps = family.denoising_steps(steps, strength)
+        if total_steps < 1:
+            raise InvalidRequest(
+                f"strength {strength:g} with {steps} steps runs no denoising step; raise one of them",
+                field="strength",
+            )
+        if image is not None:
+            image = imaging.fit_image(image, width, height)
+        if mask is not None:
+            mask = imaging.fit_image(mask, width, height)
+        seed = body.seed if body.seed is not None and body.seed >= 0 else secrets.randbelow(SEED_SPACE)
+        seeds = tuple((seed + i) % SEED_SPACE for i in range(body.num_samples))
+        echo: dict[str, Any] = body.model_dump(exclude={"image", "mask"})
+        echo.update(task=task, steps=steps, guidance_scale=guidance, width=width, height=height, model=family.name)
+        return GenerationRequest(
+            task=task,
+            prompt=body.prompt,
+            negative_prompt=body.negative_prompt,
+            steps=steps,
+            guidance_scale=guidance,
+            seeds=seeds,
+            width=width,
+            height=height,
+            scheduler=body.scheduler,
+            output_format=body.output_format,
+            total_steps=total_steps,
+            strength=strength,
+            image=image,
+            mask=mask,
+            mask_blur=getattr(body, "mask_blur", 0),
+            echo=echo,
+        )
+
+    def _check_text(self, body: GenerationBody) -> None:
+        limit = self.limits.max_prompt_chars
+        for field, text in (("prompt", body.prompt), ("negative_prompt", body.negative_prompt)):
+            if text is not None and len(text) > limit:
+                raise InvalidRequest(f"{field} is {len(text)} characters; the limit is {limit}", field=field)
+
+    def _decode_inputs(self, body: GenerationBody) -> tuple[Image.Image | None, Image.Image | None]:
+        if not isinstance(body, Img2ImgBody | InpaintBody):
+            return None, None
+        image = imaging.decode_image(body.image, "image", self.limits.max_upload_pixels)
+        if not isinstance(body, InpaintBody):
+            return image, None
+        mask = imaging.decode_mask(body.mask, "mask", self.limits.max_upload_pixels)
+        imaging.check_mask_size(image, mask)
+        return image, mask
+
+    def _size(self, body: GenerationBody, image: Image.Image | None) -> tuple[int, int]:
+        """Requested size; else the init image's (rounded down to the family's multiple); else the default."""
+        multiple = self.family.size_multiple
+        if image is not None:
+            default_w = max(multiple, image.width // multiple * multiple)
+            default_h = max(multiple, image.height // multiple * multiple)
+        else:
+            default_w, default_h = self.family.width, self.family.height
+        width = body.width if body.width is not None else default_w
+        height = body.height if body.height is not None else default_h
+        for field, value in (("width", width), ("height", height)):
+            if value % multiple:
+                raise InvalidRequest(
+                    f"{field} must be a multiple of {multiple} for the {self.family.name!r} family (got {value})",
+                    field=field,
+                )
+        if width * height > self.limits.max_pixels:
+            raise InvalidRequest(
+                f"{width}x{height} is {width * height} pixels; the limit is {self.limits.max_pixels}",
+                field="width",
+            )
+        return width, height

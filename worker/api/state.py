@@ -1,0 +1,36 @@
+"""What the running app holds (on `app.state.worker`): settings, backend, engine, service, readiness."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+from worker.api.service import GenerationService
+from worker.backends.base import ImageGenerationBackend
+from worker.config import Settings
+from worker.engine.engine import Engine
+from worker.errors import NotReady
+
+
+@dataclass
+class WorkerState:
+    """One worker's live objects."""
+
+    settings: Settings
+    backend: ImageGenerationBackend
+    engine: Engine
+    service: GenerationService
+    started_at: float = field(default_factory=time.monotonic)
+    status: Literal["loading", "healthy", "degraded", "draining"] = "loading"
+    reason: str = "loading the model"
+
+    @property
+    def ready(self) -> bool:
+        """Loaded, warmed and not draining."""
+        return self.status == "healthy"
+
+    def require_ready(self) -> None:
+        """Raise 503 unless jobs can be accepted."""
+        if not self.ready:
+            raise NotReady(f"the worker is not ready: {self.reason}")

@@ -1,0 +1,1 @@
+"""One small backend class per device behind the `ImageGenerationBackend` protocol, and the resolver."""

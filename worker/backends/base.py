@@ -1,0 +1,55 @@
+"""The seam between the engine and a device: `ImageGenerationBackend`, and the hooks a job gives it."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from PIL import Image
+
+from worker.engine.request import GenerationRequest
+from worker.pipelines.families import Family
+
+
+class StepHooks(Protocol):
+    """How a running pipeline reports to its job; `step` and `check` raise to stop the job."""
+
+    def stage(self, name: str) -> None:
+        """Enter a stage: encoding_prompt, denoising, decoding."""
+
+    def step(self, step: int) -> None:
+        """Denoising step `step` (1-based) finished. Raises JobCancelled / JobTimeout to stop."""
+
+    def check(self) -> None:
+        """Raise if the job should stop now."""
+
+
+class ImageGenerationBackend(Protocol):
+    """A device that has (or will have) one model loaded and turns requests into PIL images."""
+
+    family: Family
+    model_ref: str
+
+    @property
+    def loaded(self) -> bool:
+        """True once `load` has finished."""
+
+    @property
+    def default_scheduler(self) -> str:
+        """Class name of the model's own scheduler (for output metadata)."""
+
+    @property
+    def device(self) -> str:
+        """The torch device string, e.g. "cpu" or "cuda:0"."""
+
+    @property
+    def dtype(self) -> str:
+        """fp32, fp16 or bf16."""
+
+    def load(self) -> None:
+        """Load the model (blocking, seconds to minutes) and warm it up."""
+
+    def generate(self, request: GenerationRequest, hooks: StepHooks) -> list[Image.Image]:
+        """Run one job on the device thread; one image per seed."""
+
+    def info(self) -> dict[str, Any]:
+        """Extra facts for /health (attention backend, memory)."""

@@ -1,0 +1,150 @@
+"""`sd-worker` (serve) and `sd-worker generate`. Heavy imports happen inside the commands: --help is instant."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from worker.config import Settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, help="Stable Diffusion image-generation worker.")
+
+Device = Annotated[str | None, typer.Option(help="auto | cpu (auto: cuda → mps → cpu; cpu only so far).")]
+SdVersion = Annotated[
+    str | None,
+    typer.Option(
+        help="Model family: demo, v1-5, v2-1, xl, turbo, 3-medium, 3.5-large, 3.5-large-turbo, z-image-turbo."
+    ),
+]
+ModelPath = Annotated[Path | None, typer.Option(help="Diffusers folder or single .safetensors file.")]
+ModelConfig = Annotated[
+    Path | None,
+    typer.Option("--model-config", help="Diffusers folder with the configs/tokenizers for a single-file --model-path."),
+]
+DTypeOpt = Annotated[str | None, typer.Option("--dtype", help="auto | fp32 | bf16 (CPU default fp32).")]
+
+
+def _settings(**given: Any) -> Settings:
+    """Settings from the options the user gave; the rest from SD_WORKER_* env vars and defaults."""
+    if "model_config" in given:
+        given["model_config_path"] = given.pop("model_config")
+    return Settings(**{key: value for key, value in given.items() if value is not None})
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.callback(invoke_without_command=True)
+def serve(
+    ctx: typer.Context,
+    device: Device = None,
+    sd_version: SdVersion = None,
+    model_path: ModelPath = None,
+    model_config: ModelConfig = None,
+    dtype: DTypeOpt = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8081).")] = None,
+    worker_id: Annotated[str | None, typer.Option(help="Worker id (default hostname-port).")] = None,
+    max_queue: Annotated[int | None, typer.Option(help="Jobs allowed to wait before 429 (default 16).")] = None,
+    output_dir: Annotated[Path | None, typer.Option(help="Also write every image into this folder.")] = None,
+) -> None:
+    """Serve the model over HTTP (the default command)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from pydantic import ValidationError
+
+    try:
+        settings = _settings(
+            device=device,
+            sd_version=sd_version,
+            model_path=model_path,
+            model_config=model_config,
+            dtype=dtype,
+            host=host,
+            port=port,
+            worker_id=worker_id,
+            max_queue=max_queue,
+            output_dir=output_dir,
+        )
+    except ValidationError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    _configure_logging()
+    raise typer.Exit(_serve(settings))
+
+
+def _serve(settings: Settings) -> int:
+    import uvicorn
+
+    from worker.api.app import create_app
+    from worker.errors import WorkerError
+
+    fatal: list[str] = []
+    server: uvicorn.Server | None = None
+
+    def on_fatal(message: str) -> None:
+        fatal.append(message)
+        if server is not None:
+            server.should_exit = True
+
+    try:
+        application = create_app(settings, on_fatal=on_fatal)
+    except WorkerError as exc:
+        typer.echo(f"sd-worker: {exc.message}", err=True)
+        return 2
+    server = uvicorn.Server(
+        uvicorn.Config(
+            application, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=30
+        )
+    )
+    server.run()
+    if fatal:
+        typer.echo(f"sd-worker: {fatal[0]}", err=True)
+        return 1
+    return 0
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="What to draw.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output file (.png, .jpg, .webp).")] = Path("out.png"),
+    negative_prompt: Annotated[str | None, typer.Option(help="What not to draw.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Denoising steps (family default).")] = None,
+    guidance_scale: Annotated[float | None, typer.Option(help="CFG scale (family default).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (random if absent).")] = None,
+    width: Annotated[int | None, typer.Option(help="Width in pixels.")] = None,
+    height: Annotated[int | None, typer.Option(help="Height in pixels.")] = None,
+    num_samples: Annotated[int, typer.Option(help="Images to make (out.png, out-1.png, …).")] = 1,
+    scheduler: Annotated[str | None, typer.Option(help="Scheduler name (model default if absent).")] = None,
+    device: Device = None,
+    sd_version: SdVersion = None,
+    model_path: ModelPath = None,
+    model_config: ModelConfig = None,
+    dtype: DTypeOpt = None,
+) -> None:
+    """Generate one job in-process, with a progress bar, and write the image(s)."""
+    from worker.oneshot import run_oneshot
+
+    settings = _settings(
+        device=device, sd_version=sd_version, model_path=model_path, model_config=model_config, dtype=dtype
+    )
+    body = {
+        "prompt": prompt,
+        "negative_prompt": negative_prompt,
+        "steps": steps,
+        "guidance_scale": guidance_scale,
+        "seed": seed,
+        "width": width,
+        "height": height,
+        "num_samples": num_samples,
+        "scheduler": scheduler,
+    }
+    raise typer.Exit(run_oneshot(settings, {k: v for k, v in body.items() if v is not None}, output))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

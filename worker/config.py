@@ -1,0 +1,54 @@
+"""Settings: built once (by the CLI or a test), then passed down. Every field is also `SD_WORKER_<NAME>`."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Device = Literal["auto", "cpu"]
+DType = Literal["auto", "fp32", "fp16", "bf16"]
+
+
+class Limits(BaseSettings):
+    """Bounds checked before any work is done (DESIGN.md, "Limits and safety")."""
+
+    model_config = SettingsConfigDict(env_prefix="SD_WORKER_", extra="ignore")
+
+    max_pixels: int = Field(2048 * 2048, gt=0, description="Max width × height of one image.")
+    max_steps: int = Field(150, gt=0)
+    max_samples: int = Field(8, gt=0, description="Max num_samples per request.")
+    max_prompt_chars: int = Field(2000, gt=0)
+    max_body_bytes: int = Field(32 * 1024 * 1024, gt=0)
+    max_upload_pixels: int = Field(40_000_000, gt=0, description="Max decoded pixels of an uploaded image.")
+
+
+class Settings(BaseSettings):
+    """Everything the worker is configured with."""
+
+    model_config = SettingsConfigDict(env_prefix="SD_WORKER_", extra="ignore")
+
+    device: Device = "auto"
+    sd_version: str = "demo"
+    model_path: Path | None = None
+    model_config_path: Path | None = Field(
+        None, description="Diffusers folder with configs/tokenizers for a single-file --model-path."
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(8081, ge=0, le=65535)
+    worker_id: str | None = None
+    dtype: DType = "auto"
+    max_queue: int = Field(16, ge=0, description="Jobs waiting (not running) before 429.")
+    output_dir: Path | None = None
+    job_timeout: float = Field(600.0, gt=0, description="Seconds a job may run.")
+    keep_results: int = Field(256, ge=1, description="Finished jobs kept for GET /v1/jobs/{id}.")
+    result_ttl: float = Field(3600.0, gt=0, description="Seconds a finished job is kept.")
+    keepalive_seconds: float = Field(15.0, gt=0)
+    limits: Limits = Field(default_factory=lambda: Limits())
+
+    def resolved_worker_id(self) -> str:
+        """`--worker-id`, or hostname-port."""
+        return self.worker_id or f"{socket.gethostname()}-{self.port}"

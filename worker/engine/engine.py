@@ -1,0 +1,110 @@
+"""The engine facade the API talks to: submit, look up and cancel jobs; a bounded store of finished ones."""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from worker.backends.base import ImageGenerationBackend
+from worker.engine.executor import DeviceExecutor
+from worker.engine.job import Job
+from worker.engine.queue import JobQueue
+from worker.engine.request import GenerationRequest
+from worker.engine.results import encode_result
+from worker.errors import JobCancelled, NotFound
+
+
+class Engine:
+    """Owns the queue, the device executor and every job still remembered."""
+
+    def __init__(
+        self,
+        backend: ImageGenerationBackend,
+        *,
+        max_queue: int,
+        job_timeout: float,
+        keep_results: int,
+        result_ttl: float,
+        output_dir: Path | None,
+    ) -> None:
+        self.backend = backend
+        self._job_timeout = job_timeout
+        self._keep_results = keep_results
+        self._result_ttl = result_ttl
+        self._queue = JobQueue(max_queue)
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._lock = threading.Lock()
+        if output_dir is not None:
+            output_dir.mkdir(parents=True, exist_ok=True)
+        encoder = functools.partial(self._encode, output_dir=output_dir)
+        self._executor = DeviceExecutor(backend, self._queue, encoder)
+
+    def start(self) -> None:
+        """Start the device thread."""
+        self._executor.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Refuse new jobs, fail the waiting ones, let the running one finish (up to `timeout`)."""
+        for job in self._queue.close():
+            job.fail(JobCancelled("the worker is shutting down"))
+        self._executor.join(timeout)
+
+    @property
+    def queue_depth(self) -> int:
+        """Jobs waiting (not running)."""
+        return len(self._queue)
+
+    @property
+    def active_job(self) -> Job | None:
+        """The job on the device, if any."""
+        return self._executor.active
+
+    def submit(self, request: GenerationRequest) -> Job:
+        """Queue a job (raises QueueFull) and remember it."""
+        job = Job(request=request, timeout=self._job_timeout)
+        with self._lock:
+            self._prune()
+            self._jobs[job.id] = job
+        expected_wait = self._executor.average_seconds * (self.queue_depth + 1)
+        try:
+            self._queue.put(job, expected_wait)
+        except Exception:
+            with self._lock:
+                self._jobs.pop(job.id, None)
+            raise
+        return job
+
+    def get(self, job_id: str) -> Job:
+        """The job with this id, or NotFound."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id!r} (unknown, or its result has expired)", field="job_id")
+        return job
+
+    def cancel(self, job: Job, reason: str) -> None:
+        """Stop a job: a waiting one never runs, a running one stops at its next step boundary."""
+        if job.status.final:
+            return
+        job.request_cancel(reason)
+        if self._queue.remove(job):
+            job.fail(JobCancelled(reason))
+
+    def _prune(self) -> None:
+        now = time.time()
+        finished = [j for j in self._jobs.values() if j.status.final]
+        excess = len(finished) - self._keep_results
+        for job in finished:
+            expired = job.finished_at is not None and now - job.finished_at > self._result_ttl
+            if excess > 0 or expired:
+                del self._jobs[job.id]
+                excess -= 1
+
+    def _encode(self, job: Job, images: list[Image.Image], *, output_dir: Path | None) -> dict[str, Any]:
+        return encode_result(job, images, self.backend.family.name, self.backend.default_scheduler, output_dir)

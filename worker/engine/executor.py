@@ -1,0 +1,121 @@
+"""The device executor: one thread that owns the backend and runs jobs one at a time, never on the event loop."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from PIL import Image
+
+from worker.backends.base import ImageGenerationBackend
+from worker.engine.job import Job
+from worker.engine.queue import JobQueue
+from worker.errors import JobCancelled, JobTimeout, ModelError, WorkerError
+
+log = logging.getLogger(__name__)
+
+Encoder = Callable[[Job, list[Image.Image]], dict[str, Any]]
+
+
+class JobHooks:
+    """The `StepHooks` of one job: publishes stage/progress events and stops the job when asked."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.total = job.request.total_steps
+        self.started = time.monotonic()
+        self.deadline = self.started + job.timeout
+        self.denoise_started = self.started
+
+    def stage(self, name: str) -> None:
+        """Publish a `stage` event."""
+        if name == "denoising":
+            self.denoise_started = time.monotonic()
+        self.job.publish("stage", stage=name)
+
+    def step(self, step: int) -> None:
+        """Publish `progress` for a finished step, then stop the job if it was cancelled or timed out."""
+        now = time.monotonic()
+        per_step = (now - self.denoise_started) / step
+        self.job.step = step
+        self.job.publish(
+            "progress",
+            step=step,
+            total_steps=self.total,
+            percent=round(100.0 * step / self.total, 1),
+            elapsed_ms=round((now - self.started) * 1000),
+            eta_ms=round(per_step * max(self.total - step, 0) * 1000),
+        )
+        self.check()
+        if step == self.total:
+            self.stage("decoding")
+
+    def check(self) -> None:
+        """Raise JobCancelled or JobTimeout if the job must stop now."""
+        if self.job.cancel_requested:
+            raise JobCancelled(self.job.cancel_reason or "cancelled")
+        if time.monotonic() > self.deadline:
+            raise JobTimeout(f"the job ran longer than its {self.job.timeout:g}s limit")
+
+
+class DeviceExecutor:
+    """Takes jobs from the queue and runs them on the backend; encoding is handed to a small thread pool."""
+
+    def __init__(self, backend: ImageGenerationBackend, queue: JobQueue, encoder: Encoder) -> None:
+        self._backend = backend
+        self._queue = queue
+        self._encoder = encoder
+        self._encode_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sd-worker-encode")
+        self._thread = threading.Thread(target=self._loop, name="sd-worker-executor", daemon=True)
+        self.active: Job | None = None
+        self.average_seconds = 5.0  # moving average of a job's run time, for Retry-After
+
+    def start(self) -> None:
+        """Start the executor thread."""
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the thread to finish its job and exit (after the queue was closed)."""
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self._encode_pool.shutdown(wait=True)
+
+    def _loop(self) -> None:
+        while (job := self._queue.take()) is not None:
+            if job.cancel_requested:
+                job.fail(JobCancelled(job.cancel_reason or "cancelled"))
+                continue
+            self.active = job
+            try:
+                self._run(job)
+            finally:
+                self.active = None
+
+    def _run(self, job: Job) -> None:
+        job.mark_running()
+        job.publish("started", seeds=list(job.request.seeds), total_steps=job.request.total_steps)
+        started = time.monotonic()
+        try:
+            images = self._backend.generate(job.request, JobHooks(job))
+        except WorkerError as exc:
+            job.fail(exc)
+            return
+        except Exception as exc:  # a pipeline failure must fail this job only, never the thread
+            log.exception("job %s failed", job.id)
+            job.fail(ModelError(f"generation failed: {type(exc).__name__}: {exc}"))
+            return
+        finally:
+            self.average_seconds = 0.8 * self.average_seconds + 0.2 * (time.monotonic() - started)
+        job.publish("stage", stage="encoding_image")
+        self._encode_pool.submit(self._finish, job, images)
+
+    def _finish(self, job: Job, images: list[Image.Image]) -> None:
+        try:
+            job.complete(self._encoder(job, images))
+        except Exception as exc:
+            log.exception("encoding job %s failed", job.id)
+            job.fail(ModelError(f"encoding the images failed: {exc}"))

@@ -1,0 +1,120 @@
+"""A job: id, request, state, event log and cancel flag. Threads change it only through these methods."""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from worker.engine.events import EventLog
+from worker.engine.request import GenerationRequest
+from worker.errors import WorkerError
+
+
+class JobStatus(enum.StrEnum):
+    """Where a job is in its life."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        """True for the three end states."""
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+def new_job_id() -> str:
+    """A random 32-hex-digit id."""
+    return uuid.uuid4().hex
+
+
+@dataclass
+class Job:
+    """One generation job and everything clients can learn about it."""
+
+    request: GenerationRequest
+    timeout: float
+    id: str = field(default_factory=new_job_id)
+    status: JobStatus = JobStatus.QUEUED
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    step: int = 0
+    events: EventLog = field(default_factory=EventLog)
+    result: dict[str, Any] | None = None
+    error: dict[str, str] | None = None
+    error_status: int = 500
+    cancel_reason: str | None = None
+    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once someone asked this job to stop."""
+        return self._cancel.is_set()
+
+    def request_cancel(self, reason: str) -> None:
+        """Ask the job to stop at its next step boundary (or never start)."""
+        if not self._cancel.is_set():
+            self.cancel_reason = reason
+            self._cancel.set()
+
+    def publish(self, name: str, **data: Any) -> None:
+        """Send an event to every subscriber of this job."""
+        self.events.publish(name, {"job_id": self.id, **data})
+
+    def mark_running(self) -> None:
+        """The executor took the job."""
+        self.status = JobStatus.RUNNING
+        self.started_at = time.time()
+
+    def complete(self, result: dict[str, Any]) -> None:
+        """Final: the images are encoded; send `complete`."""
+        with self._lock:
+            if self.status.final:
+                return
+            self.result = {"job_id": self.id, **result}
+            self.status = JobStatus.COMPLETED
+            self.finished_at = time.time()
+        self.events.publish("complete", self.result)
+        self.events.close()
+
+    def fail(self, error: WorkerError) -> None:
+        """Final: send `error` with the error's code; `cancelled` codes end as CANCELLED."""
+        with self._lock:
+            if self.status.final:
+                return
+            self.error = {"code": error.code, "message": error.message}
+            self.error_status = error.status
+            self.status = JobStatus.CANCELLED if error.code == "cancelled" else JobStatus.FAILED
+            self.finished_at = time.time()
+        self.events.publish("error", {"job_id": self.id, **self.error})
+        self.events.close()
+
+    def view(self) -> dict[str, Any]:
+        """The job as `GET /v1/jobs/{id}` shows it."""
+        total = self.request.total_steps
+        view: dict[str, Any] = {
+            "job_id": self.id,
+            "status": self.status.value,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "seeds": list(self.request.seeds),
+            "progress": {
+                "step": self.step,
+                "total_steps": total,
+                "percent": round(100.0 * self.step / total, 1) if total else 0.0,
+            },
+        }
+        if self.result is not None:
+            view["result"] = self.result
+        if self.error is not None:
+            view["error"] = self.error
+        return view

@@ -1,0 +1,38 @@
+"""What a job asks for, fully resolved (family defaults applied, inputs decoded): the engine's input."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from PIL import Image
+
+Task = Literal["txt2img", "img2img", "inpaint"]
+OutputFormat = Literal["png", "jpeg", "webp"]
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One generation job's parameters; `seeds[i]` drives image i."""
+
+    task: Task
+    prompt: str
+    negative_prompt: str | None
+    steps: int
+    guidance_scale: float
+    seeds: tuple[int, ...]
+    width: int
+    height: int
+    scheduler: str | None
+    output_format: OutputFormat
+    total_steps: int  # denoising steps the call will run (fewer than `steps` for img2img strength < 1)
+    strength: float | None = None
+    image: Image.Image | None = field(default=None, repr=False)
+    mask: Image.Image | None = field(default=None, repr=False)
+    mask_blur: int = 0
+    echo: dict[str, Any] = field(default_factory=dict, repr=False)  # the request as sent, for metadata
+
+    @property
+    def num_samples(self) -> int:
+        """How many images the job makes."""
+        return len(self.seeds)

@@ -1,0 +1,85 @@
+"""`sd-worker generate`: one job through the same service and engine as the server, with a rich progress bar."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from worker.api.schemas import GenerationBody
+from worker.api.service import GenerationService
+from worker.backends.resolver import create_backend
+from worker.config import Settings
+from worker.engine.engine import Engine
+from worker.engine.job import Job, JobStatus
+from worker.errors import WorkerError
+
+FORMATS: dict[str, Literal["png", "jpeg", "webp"]] = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
+
+
+def run_oneshot(settings: Settings, fields: dict[str, Any], output: Path) -> int:
+    """Load the model, run one job, write its images next to `output`; returns the exit code."""
+    console = Console(stderr=True)
+    fmt = FORMATS.get(output.suffix.lower())
+    if fmt is None:
+        console.print(f"[red]error:[/] {output}: use a .png, .jpg or .webp file name")
+        return 2
+    try:
+        body = GenerationBody(**fields, output_format=fmt)
+        backend = create_backend(settings)
+        with console.status(f"loading {backend.family.name} ({backend.model_ref}) …"):
+            backend.load()
+        engine = Engine(
+            backend,
+            max_queue=1,
+            job_timeout=settings.job_timeout,
+            keep_results=1,
+            result_ttl=settings.result_ttl,
+            output_dir=None,
+        )
+        service = GenerationService(engine, backend.family, settings.limits)
+        request = service.resolve("txt2img", body)
+    except ValidationError as exc:
+        console.print(f"[red]error:[/] {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}")
+        return 2
+    except WorkerError as exc:
+        console.print(f"[red]error:[/] {exc.message}")
+        return 2
+    engine.start()
+    try:
+        job = engine.submit(request)
+        asyncio.run(_follow(job, console))
+    finally:
+        engine.stop()
+    if job.status is not JobStatus.COMPLETED or job.result is None:
+        console.print(f"[red]error:[/] {(job.error or {}).get('message', 'failed')}")
+        return 1
+    for index, data in enumerate(job.result["images"]):
+        path = output if index == 0 else output.with_stem(f"{output.stem}-{index}")
+        path.write_bytes(base64.b64decode(data))
+        console.print(f"wrote {path} (seed {job.result['seeds'][index]})")
+    return 0
+
+
+async def _follow(job: Job, console: Console) -> None:
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task("queued", total=job.request.total_steps)
+        async for event in job.events.follow(keepalive=1.0):
+            if event is None:
+                continue
+            if event.name == "stage":
+                progress.update(bar, description=event.data["stage"])
+            elif event.name == "progress":
+                progress.update(bar, completed=event.data["step"])

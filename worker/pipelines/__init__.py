@@ -1,0 +1,1 @@
+"""Model families, loading, task variants, schedulers: everything that knows diffusers pipelines."""

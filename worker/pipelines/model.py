@@ -1,0 +1,37 @@
+"""A loaded model: the base pipeline plus its img2img and inpaint variants sharing the same weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
+
+from worker.engine.request import Task
+from worker.pipelines.families import Family
+
+
+@dataclass
+class LoadedModel:
+    """One family's pipelines on one device; `variants[task]` shares every module with `base`."""
+
+    family: Family
+    ref: str
+    base: Any
+    variants: dict[Task, Any]
+    default_scheduler: Any
+
+    @classmethod
+    def from_base(cls, family: Family, ref: str, base: Any) -> LoadedModel:
+        """Derive img2img/inpaint with `from_pipe` (no second copy of the weights)."""
+        variants: dict[Task, Any] = {
+            "txt2img": base,
+            "img2img": AutoPipelineForImage2Image.from_pipe(base),
+            "inpaint": AutoPipelineForInpainting.from_pipe(base),
+        }
+        return cls(family, ref, base, variants, base.scheduler)
+
+    @property
+    def denoiser(self) -> Any:
+        """The UNet or the transformer: the module called once per denoising step."""
+        return getattr(self.base, "unet", None) or self.base.transformer

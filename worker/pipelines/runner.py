@@ -1,0 +1,121 @@
+"""Run one job on a loaded model: per-image generators, a fresh scheduler, the step callback, the composite."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from PIL import Image
+
+from worker import imaging
+from worker.backends.base import StepHooks
+from worker.engine.request import GenerationRequest
+from worker.pipelines.model import LoadedModel
+from worker.pipelines.schedulers import fresh_scheduler
+
+
+def generators(seeds: tuple[int, ...], device: str) -> list[torch.Generator]:
+    """One generator per image, so image i depends on `seeds[i]` alone."""
+    return [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+
+
+def _accepted_kwargs(pipe: Any) -> frozenset[str]:
+    return frozenset(inspect.signature(type(pipe).__call__).parameters)
+
+
+def call_kwargs(pipe: Any, request: GenerationRequest, generator_device: str) -> dict[str, Any]:
+    """The keyword arguments of the plain diffusers call this request stands for (no callback)."""
+    kwargs: dict[str, Any] = {
+        "prompt": request.prompt,
+        "negative_prompt": request.negative_prompt,
+        "num_inference_steps": request.steps,
+        "guidance_scale": request.guidance_scale,
+        "height": request.height,
+        "width": request.width,
+        "num_images_per_prompt": request.num_samples,
+        "generator": generators(request.seeds, generator_device),
+        "output_type": "pil",
+    }
+    if request.task != "txt2img":
+        assert request.image is not None and request.strength is not None
+        kwargs["image"] = request.image
+        kwargs["strength"] = request.strength
+    if request.task == "inpaint":
+        assert request.mask is not None
+        kwargs["mask_image"] = imaging.blur_mask(request.mask, request.mask_blur)
+    accepted = _accepted_kwargs(pipe)
+    return {key: value for key, value in kwargs.items() if key in accepted and value is not None}
+
+
+@contextmanager
+def _signal_denoising(denoiser: Any, hooks: StepHooks) -> Iterator[None]:
+    """Report the `denoising` stage when the denoiser is first called (the prompt is encoded by then)."""
+    fired = False
+
+    def pre_hook(module: Any, args: Any) -> None:
+        nonlocal fired
+        if not fired:
+            fired = True
+            hooks.stage("denoising")
+
+    handle = denoiser.register_forward_pre_hook(pre_hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def run(model: LoadedModel, request: GenerationRequest, hooks: StepHooks, generator_device: str) -> list[Image.Image]:
+    """Generate the request's images; raising from the step callback stops the loop before the VAE decode."""
+    pipe = model.variants[request.task]
+    pipe.scheduler = fresh_scheduler(model.default_scheduler, request.scheduler)
+
+    def on_step_end(_pipe: Any, index: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        hooks.step(index + 1)
+        return tensors
+
+    kwargs = call_kwargs(pipe, request, generator_device)
+    hooks.check()
+    hooks.stage("encoding_prompt")
+    with _signal_denoising(model.denoiser, hooks):
+        images: list[Image.Image] = pipe(**kwargs, callback_on_step_end=on_step_end).images
+    if request.task == "inpaint":
+        assert request.image is not None and request.mask is not None
+        mask = imaging.blur_mask(request.mask, request.mask_blur)
+        images = [imaging.composite(request.image, image, mask) for image in images]
+    return images
+
+
+class _SilentHooks:
+    """Hooks for the warm-up job: nothing listens."""
+
+    def stage(self, name: str) -> None:
+        """Ignored."""
+
+    def step(self, step: int) -> None:
+        """Ignored."""
+
+    def check(self) -> None:
+        """Never stops."""
+
+
+def warm_up(model: LoadedModel, generator_device: str) -> None:
+    """One 1-step job at a small size, so the first real request does not pay for lazy initialisation."""
+    size = model.family.size_multiple * 8
+    request = GenerationRequest(
+        task="txt2img",
+        prompt="warm-up",
+        negative_prompt=None,
+        steps=1,
+        guidance_scale=model.family.guidance,
+        seeds=(0,),
+        width=size,
+        height=size,
+        scheduler=None,
+        output_format="png",
+        total_steps=1,
+    )
+    run(model, request, _SilentHooks(), generator_device)
