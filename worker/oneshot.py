@@ -75,11 +75,13 @@ async def _follow(job: Job, console: Console) -> None:
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console) as progress:
-        bar = progress.add_task("queued", total=job.request.total_steps)
+        bar = progress.add_task("queued", total=None)
         async for event in job.events.follow(keepalive=1.0):
             if event is None:
                 continue
             if event.name == "stage":
                 progress.update(bar, description=event.data["stage"])
+            elif event.name == "started":
+                progress.update(bar, total=event.data["total_steps"])
             elif event.name == "progress":
                 progress.update(bar, completed=event.data["step"])

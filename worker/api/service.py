@@ -58,8 +58,7 @@ class GenerationService:
         image, mask = self._decode_inputs(body)
         width, height = self._size(body, image)
         strength = body.strength if isinstance(body, Img2ImgBody | InpaintBody) else None
-        total_steps = family.denoising_steps(steps, strength)
-        if total_steps < 1:
+        if steps - family.start_index(steps, strength) < 1:
             raise InvalidRequest(
                 f"strength {strength:g} with {steps} steps runs no denoising step; raise one of them",
                 field="strength",
@@ -83,7 +82,6 @@ class GenerationService:
             height=height,
             scheduler=body.scheduler,
             output_format=body.output_format,
-            total_steps=total_steps,
             strength=strength,
             image=image,
             mask=mask,

@@ -48,6 +48,9 @@ class ImageGenerationBackend(Protocol):
     def load(self) -> None:
         """Load the model (blocking, seconds to minutes) and warm it up."""
 
+    def count_steps(self, request: GenerationRequest) -> int:
+        """How many denoising steps (progress events) the request will run."""
+
     def generate(self, request: GenerationRequest, hooks: StepHooks) -> list[Image.Image]:
         """Run one job on the device thread; one image per seed."""
 

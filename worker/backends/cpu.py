@@ -85,6 +85,10 @@ class CpuBackend:
             time.perf_counter() - start,
         )
 
+    def count_steps(self, request: GenerationRequest) -> int:
+        """How many denoising steps the model's scheduler will run for this request."""
+        return runner.count_steps(self.model, request)
+
     def generate(self, request: GenerationRequest, hooks: StepHooks) -> list[Image.Image]:
         """Run the job under inference mode; out-of-memory becomes an `out_of_memory` job error."""
         try:

@@ -26,7 +26,7 @@ class JobHooks:
 
     def __init__(self, job: Job) -> None:
         self.job = job
-        self.total = job.request.total_steps
+        self.total = job.total_steps
         self.started = time.monotonic()
         self.deadline = self.started + job.timeout
         self.denoise_started = self.started
@@ -97,9 +97,10 @@ class DeviceExecutor:
 
     def _run(self, job: Job) -> None:
         job.mark_running()
-        job.publish("started", seeds=list(job.request.seeds), total_steps=job.request.total_steps)
         started = time.monotonic()
         try:
+            job.total_steps = self._backend.count_steps(job.request)
+            job.publish("started", seeds=list(job.request.seeds), total_steps=job.total_steps)
             images = self._backend.generate(job.request, JobHooks(job))
         except WorkerError as exc:
             job.fail(exc)

@@ -46,6 +46,7 @@ class Job:
     started_at: float | None = None
     finished_at: float | None = None
     step: int = 0
+    total_steps: int = 0  # known once the job starts (the scheduler decides)
     events: EventLog = field(default_factory=EventLog)
     result: dict[str, Any] | None = None
     error: dict[str, str] | None = None
@@ -99,7 +100,7 @@ class Job:
 
     def view(self) -> dict[str, Any]:
         """The job as `GET /v1/jobs/{id}` shows it."""
-        total = self.request.total_steps
+        total = self.total_steps
         view: dict[str, Any] = {
             "job_id": self.id,
             "status": self.status.value,

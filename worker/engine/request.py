@@ -25,7 +25,6 @@ class GenerationRequest:
     height: int
     scheduler: str | None
     output_format: OutputFormat
-    total_steps: int  # denoising steps the call will run (fewer than `steps` for img2img strength < 1)
     strength: float | None = None
     image: Image.Image | None = field(default=None, repr=False)
     mask: Image.Image | None = field(default=None, repr=False)

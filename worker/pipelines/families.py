@@ -67,17 +67,17 @@ class Family:
         """Scheduler names a request may ask for on this family."""
         return FLOW_SCHEDULERS if self.flow else UNET_SCHEDULERS
 
-    def denoising_steps(self, steps: int, strength: float | None) -> int:
-        """How many denoising steps (callbacks) a call with `steps` and img2img `strength` runs.
+    def start_index(self, steps: int, strength: float | None) -> int:
+        """How many of `steps` timesteps img2img `strength` skips (diffusers' `get_timesteps`).
 
-        Mirrors diffusers' `get_timesteps`: UNet pipelines truncate `steps * strength` to an int, the flow
-        pipelines (SD3, Z-Image) truncate the start index instead.
+        UNet pipelines truncate `steps * strength` to an int; the flow pipelines (SD3, Z-Image) truncate the
+        start index instead, so the two can differ by one step.
         """
         if strength is None:
-            return steps
+            return 0
         if self.flow:
-            return steps - int(max(steps - steps * strength, 0.0))
-        return min(math.floor(steps * strength), steps)
+            return int(max(steps - steps * strength, 0.0))
+        return steps - min(math.floor(steps * strength), steps)
 
 
 FAMILIES: dict[str, Family] = {

@@ -68,6 +68,15 @@ def _signal_denoising(denoiser: Any, hooks: StepHooks) -> Iterator[None]:
         handle.remove()
 
 
+def count_steps(model: LoadedModel, request: GenerationRequest) -> int:
+    """Denoising steps (step callbacks) the call will make: PLMS adds one, img2img strength skips some."""
+    scheduler = fresh_scheduler(model.default_scheduler, request.scheduler)
+    extra = {"mu": 1.0} if scheduler.config.get("use_dynamic_shifting") else {}  # length does not depend on mu
+    scheduler.set_timesteps(request.steps, **extra)
+    skipped = model.family.start_index(request.steps, request.strength) * int(scheduler.order)
+    return max(len(scheduler.timesteps) - skipped, 0)
+
+
 def run(model: LoadedModel, request: GenerationRequest, hooks: StepHooks, generator_device: str) -> list[Image.Image]:
     """Generate the request's images; raising from the step callback stops the loop before the VAE decode."""
     pipe = model.variants[request.task]
@@ -116,6 +125,5 @@ def warm_up(model: LoadedModel, generator_device: str) -> None:
         height=size,
         scheduler=None,
         output_format="png",
-        total_steps=1,
     )
     run(model, request, _SilentHooks(), generator_device)

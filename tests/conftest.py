@@ -1,0 +1,149 @@
+"""Shared fixtures: tiny real pipelines (built once per session), loaded backends, app clients, a live server."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from worker.api.app import create_app
+from worker.backends.cpu import CpuBackend
+from worker.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import make_tiny_models  # noqa: E402
+
+# tiny architecture → the --sd-version it stands in for
+ARCH_FAMILY = {"sd15": "v1-5", "sd21": "v2-1", "sdxl": "xl", "sd3": "3-medium", "zimage": "z-image-turbo"}
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the tiny models of this session live."""
+    return tmp_path_factory.mktemp("tiny-models")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_dir: Path) -> Callable[[str], Path]:
+    """arch → folder of a tiny random-weight pipeline of that architecture (built on first use)."""
+    built: dict[str, Path] = {}
+
+    def get(arch: str) -> Path:
+        if arch not in built:
+            built[arch] = make_tiny_models.build(arch, tiny_dir / arch)
+        return built[arch]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def backend_for(tiny_model: Callable[[str], Path]) -> Callable[[str], CpuBackend]:
+    """arch → a loaded, warmed CPU backend on that tiny model (one per arch per session)."""
+    loaded: dict[str, CpuBackend] = {}
+
+    def get(arch: str) -> CpuBackend:
+        if arch not in loaded:
+            backend = CpuBackend(worker_settings(arch, tiny_model(arch)))
+            backend.load()
+            loaded[arch] = backend
+        return loaded[arch]
+
+    return get
+
+
+def worker_settings(arch: str, folder: Path, **overrides: Any) -> Settings:
+    """Settings serving the tiny `arch` model at `folder`."""
+    return Settings(sd_version=ARCH_FAMILY[arch], model_path=folder, **overrides)
+
+
+@asynccontextmanager
+async def app_client(settings: Settings, backend: CpuBackend) -> AsyncIterator[httpx.AsyncClient]:
+    """A client talking to a fresh app (its own engine) on a shared loaded backend, once it is ready."""
+    app = create_app(settings, backend=backend)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://worker", timeout=60) as client:
+            await wait_ready(client)
+            yield client
+
+
+async def wait_ready(client: httpx.AsyncClient, timeout: float = 60.0) -> None:
+    """Poll /ready until 200."""
+    deadline = time.monotonic() + timeout
+    while (await client.get("/ready")).status_code != 200:
+        if time.monotonic() > deadline:
+            raise TimeoutError("worker never became ready")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def client_for(backend_for: Callable[[str], CpuBackend], tiny_model: Callable[[str], Path]) -> Any:
+    """`async with client_for("sd15", max_queue=1) as client:` — an app client for a tiny arch."""
+
+    def make(arch: str, **overrides: Any) -> Any:
+        return app_client(worker_settings(arch, tiny_model(arch), **overrides), backend_for(arch))
+
+    return make
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def live_server(settings: Settings, backend: CpuBackend) -> Iterator[str]:
+    """A real uvicorn on a free loopback port, in a thread; yields its base URL once ready."""
+    port = free_port()
+    app = create_app(settings, backend=backend)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/ready").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError("live server never became ready")
+        time.sleep(0.05)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def parse_sse(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """SSE text → [(event name, data)] (comments skipped)."""
+    import json
+
+    events = []
+    for frame in text.strip().split("\n\n"):
+        name, data = None, None
+        for line in frame.splitlines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                data = json.loads(line[6:])
+        if name is not None and data is not None:
+            events.append((name, data))
+    return events
