@@ -58,7 +58,14 @@ async def test_event_ids_are_a_per_job_sequence(client_for: Any) -> None:
 async def test_img2img_reports_only_the_steps_it_runs(client_for: Any) -> None:
     from tests.helpers import b64_png, init_image
 
-    body = {**SMALL, "prompt": "a cat", "steps": 10, "strength": 0.55, "image": b64_png(init_image()), "scheduler": "ddim"}
+    body = {
+        **SMALL,
+        "prompt": "a cat",
+        "steps": 10,
+        "strength": 0.55,
+        "image": b64_png(init_image()),
+        "scheduler": "ddim",
+    }
     async with client_for("sd15") as client:
         events = parse_sse((await client.post("/img2img", json=body)).text)
     progress = [data["step"] for name, data in events if name == "progress"]
@@ -77,12 +84,16 @@ async def test_seed_in_response_reproduces_the_image(client_for: Any) -> None:
 
 async def test_each_sample_is_reproducible_alone(client_for: Any) -> None:
     async with client_for("sd15") as client:
-        batch = (await client.post("/execute", json={**SMALL, "prompt": "a dog", "steps": 3, "seed": 10, "num_samples": 3},
-                                   headers=JSON)).json()
+        batch = (
+            await client.post(
+                "/execute", json={**SMALL, "prompt": "a dog", "steps": 3, "seed": 10, "num_samples": 3}, headers=JSON
+            )
+        ).json()
         assert batch["seeds"] == [10, 11, 12]
         assert len(batch["images"]) == 3
-        alone = (await client.post("/execute", json={**SMALL, "prompt": "a dog", "steps": 3, "seed": 12},
-                                   headers=JSON)).json()
+        alone = (
+            await client.post("/execute", json={**SMALL, "prompt": "a dog", "steps": 3, "seed": 12}, headers=JSON)
+        ).json()
     batch_image = pixels(decode(batch["images"][2])).astype(int)
     alone_image = pixels(decode(alone["image"])).astype(int)
     # Same noise and same math; a batch of 3 may round differently in the last bit of a few pixels.
@@ -92,7 +103,9 @@ async def test_each_sample_is_reproducible_alone(client_for: Any) -> None:
 async def test_random_seed_when_absent_or_minus_one(client_for: Any) -> None:
     async with client_for("sd15") as client:
         seeds = [
-            (await client.post("/execute", json={**SMALL, "prompt": "x", "steps": 1, "seed": -1}, headers=JSON)).json()["seed"]
+            (await client.post("/execute", json={**SMALL, "prompt": "x", "steps": 1, "seed": -1}, headers=JSON)).json()[
+                "seed"
+            ]
             for _ in range(2)
         ]
     assert seeds[0] != seeds[1]
@@ -106,8 +119,7 @@ async def test_png_carries_a1111_parameters_and_the_request(client_for: Any) -> 
     image = decode(result["image"])
     assert image.format == "PNG"
     assert image.info["parameters"] == (
-        "a cat\nNegative prompt: dog\n"
-        "Steps: 2, Sampler: Euler a, CFG scale: 7.5, Seed: 5, Size: 64x64, Model: v1-5"
+        "a cat\nNegative prompt: dog\nSteps: 2, Sampler: Euler a, CFG scale: 7.5, Seed: 5, Size: 64x64, Model: v1-5"
     )
     echoed = json.loads(image.info["sd-worker"])
     assert echoed["prompt"] == "a cat" and echoed["seed"] == 5 and echoed["scheduler"] == "euler_a"

@@ -74,6 +74,12 @@ async def inpaint(body: InpaintBody, request: Request, state: State) -> Response
     return await _generate("inpaint", body, request, state)
 
 
+@router.get("/v1/jobs")
+async def list_jobs(state: State) -> dict[str, Any]:
+    """Every job still remembered (queued, running, and recent finished ones), without images."""
+    return {"jobs": [job.view(with_result=False) for job in state.engine.jobs()]}
+
+
 @router.get("/v1/jobs/{job_id}")
 async def get_job(job_id: str, state: State) -> dict[str, Any]:
     """A job's status, progress and (when done) result."""

@@ -88,6 +88,11 @@ class Engine:
             raise NotFound(f"no job {job_id!r} (unknown, or its result has expired)", field="job_id")
         return job
 
+    def jobs(self) -> list[Job]:
+        """Every job still remembered, oldest first."""
+        with self._lock:
+            return list(self._jobs.values())
+
     def cancel(self, job: Job, reason: str) -> None:
         """Stop a job: a waiting one never runs, a running one stops at its next step boundary."""
         if job.status.final:

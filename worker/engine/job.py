@@ -98,8 +98,8 @@ class Job:
         self.events.publish("error", {"job_id": self.id, **self.error})
         self.events.close()
 
-    def view(self) -> dict[str, Any]:
-        """The job as `GET /v1/jobs/{id}` shows it."""
+    def view(self, with_result: bool = True) -> dict[str, Any]:
+        """The job as `GET /v1/jobs/{id}` shows it (`GET /v1/jobs` leaves the images out)."""
         total = self.total_steps
         view: dict[str, Any] = {
             "job_id": self.id,
@@ -114,7 +114,7 @@ class Job:
                 "percent": round(100.0 * self.step / total, 1) if total else 0.0,
             },
         }
-        if self.result is not None:
+        if self.result is not None and with_result:
             view["result"] = self.result
         if self.error is not None:
             view["error"] = self.error

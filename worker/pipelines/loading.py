@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -45,11 +46,18 @@ def load_model(family: Family, model_path: Path | None, config_path: Path | None
 
 
 def _load_folder(folder: Path, torch_dtype: Any) -> Any:
-    if not (folder / "model_index.json").is_file():
-        raise ModelLoadError(f"no diffusers model at {folder} (looked for {folder / 'model_index.json'})")
+    index = folder / "model_index.json"
+    if not index.is_file():
+        raise ModelLoadError(f"no diffusers model at {folder} (looked for {index})")
     return DiffusionPipeline.from_pretrained(  # type: ignore[no-untyped-call]
-        str(folder), dtype=torch_dtype, local_files_only=True
+        str(folder), dtype=torch_dtype, local_files_only=True, **_absent_components(index)
     )
+
+
+def _absent_components(index: Path) -> dict[str, None]:
+    """Components saved as `[null, null]` (e.g. SD3 without its T5 encoder) must be passed as None to load."""
+    entries = json.loads(index.read_text())
+    return {name: None for name, value in entries.items() if value == [None, None]}
 
 
 def _load_single_file(family: Family, path: Path, config_path: Path | None, torch_dtype: Any) -> Any:
