@@ -122,9 +122,13 @@ async def test_delete_a_queued_job(client_for: Any, backend_for: Any) -> None:
             first = asyncio.create_task(
                 client.post("/execute", json={**SMALL, "prompt": "a", "steps": 8}, headers=JSON)
             )
-            second = asyncio.create_task(client.post("/execute", json={**SMALL, "prompt": "b", "steps": 8}))
-            while len(jobs := await _jobs(client)) < 2:
+            while unet.count == 0:
                 await asyncio.sleep(0.01)
+            second = asyncio.create_task(client.post("/execute", json={**SMALL, "prompt": "b", "steps": 8}))
+            jobs = await _jobs(client)
+            while sorted(j["status"] for j in jobs) != ["queued", "running"]:
+                await asyncio.sleep(0.01)
+                jobs = await _jobs(client)
             queued = next(j for j in jobs if j["status"] == "queued")
             await client.delete(f"/v1/jobs/{queued['job_id']}")
             events = parse_sse((await second).text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -100,6 +101,10 @@ def _serve(settings: Settings) -> int:
             application, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=30
         )
     )
+    # uvicorn re-raises the signal that stopped it once it has shut down gracefully; with these handlers in
+    # place that re-raise is a no-op, so a SIGTERM'd worker exits 0, as orchestrators expect.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
     server.run()
     if fatal:
         typer.echo(f"sd-worker: {fatal[0]}", err=True)

@@ -1,0 +1,114 @@
+"""Serving overhead: HTTP+SSE end-to-end time of a job ÷ the direct diffusers call, measured in one run.
+
+    python scripts/bench_overhead.py [--model-path FOLDER] [--steps 20] [--size 256] [--runs 10]
+
+Without --model-path it builds the tiny SD1.5 pipeline. The worker runs as a real `sd-worker` process on a
+loopback port; direct and HTTP runs are interleaved so machine noise hits both alike; medians are compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+from diffusers import DiffusionPipeline
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import make_tiny_models
+
+
+def free_port() -> int:
+    """A free loopback port."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_worker(model: Path, port: int, threads: int) -> subprocess.Popen[bytes]:
+    """`sd-worker` serving `model` with `threads` torch threads, once /ready answers 200."""
+    command = [sys.executable, "-c", "from worker.cli import main; main()", "--sd-version", "v1-5",
+               "--model-path", str(model), "--port", str(port)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready").status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise SystemExit("the worker did not become ready")
+
+
+def http_job(client: httpx.Client, body: dict[str, Any]) -> float:
+    """Seconds from sending the request to receiving the `complete` event."""
+    start = time.perf_counter()
+    with client.stream("POST", "/execute", json=body) as response:
+        for line in response.iter_lines():
+            if line.startswith("event: complete"):
+                break
+    return time.perf_counter() - start
+
+
+def direct_job(pipe: Any, body: dict[str, Any]) -> float:
+    """Seconds for the same call on the pipeline directly."""
+    start = time.perf_counter()
+    pipe(prompt=body["prompt"], num_inference_steps=body["steps"], guidance_scale=body["guidance_scale"],
+         height=body["height"], width=body["width"], generator=[torch.Generator().manual_seed(body["seed"])])
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    """Run the benchmark and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-path", type=Path)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="torch threads on both sides (1 on a busy machine: oversubscription wrecks timings)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model_path or make_tiny_models.build("sd15", Path(tmp) / "sd15")
+        body = {"prompt": "a red cat on a beach", "steps": args.steps, "guidance_scale": 7.5, "seed": 1,
+                "width": args.size, "height": args.size}
+        pipe = DiffusionPipeline.from_pretrained(str(model))
+        pipe.set_progress_bar_config(disable=True)
+        port = free_port()
+        worker = start_worker(model, port, args.threads)
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as client:
+                http_job(client, body), direct_job(pipe, body)  # warm both
+                direct, http = [], []
+                for _ in range(args.runs):
+                    direct.append(direct_job(pipe, body))
+                    http.append(http_job(client, body))
+        finally:
+            worker.terminate()
+            worker.wait(30)
+    d, h = statistics.median(direct), statistics.median(http)
+    print(json.dumps({"model": str(args.model_path or "tiny sd15"), "size": args.size, "steps": args.steps,
+                      "runs": args.runs, "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count()}))
+    print(f"direct diffusers call   median {d * 1000:8.1f} ms")
+    print(f"HTTP + SSE end to end   median {h * 1000:8.1f} ms")
+    print(f"ratio (goal <= 1.03)           {h / d:8.3f}")
+
+
+if __name__ == "__main__":
+    main()

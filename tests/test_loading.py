@@ -1,0 +1,99 @@
+"""Loading: diffusers folder, single .safetensors file, the HF cache offline, and clear startup errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import make_tiny_models
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import app_client, free_port, worker_settings
+from tests.helpers import decode, pixels
+from worker.backends.cpu import CpuBackend
+from worker.config import Settings
+from worker.errors import ModelLoadError
+
+BODY = {"prompt": "a cat", "steps": 3, "seed": 7, "width": 64, "height": 64}
+JSON = {"Accept": "application/json"}
+
+
+async def generate(settings: Settings, backend: CpuBackend) -> np.ndarray:
+    async with app_client(settings, backend) as client:
+        response = await client.post("/execute", json=BODY, headers=JSON)
+        assert response.status_code == 200, response.text
+        return pixels(decode(response.json()["image"]))
+
+
+@pytest.mark.parametrize("arch", ["sd15", "sdxl"])
+async def test_single_safetensors_file_gives_the_same_images_as_the_folder(
+    arch: str, tiny_model: Any, backend_for: Any, tmp_path: Path
+) -> None:
+    folder = tiny_model(arch)
+    checkpoint = make_tiny_models.export_single_file(folder, tmp_path / f"{arch}.safetensors")
+    settings = worker_settings(arch, checkpoint, model_config_path=folder)
+    single = CpuBackend(settings)
+    single.load()
+    assert type(single.model.base).__name__ == type(backend_for(arch).model.base).__name__
+    from_file = await generate(settings, single)
+    from_folder = await generate(worker_settings(arch, folder), backend_for(arch))
+    assert np.array_equal(from_file, from_folder)
+
+
+def test_pickle_checkpoints_are_refused(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "model.ckpt"
+    checkpoint.write_bytes(b"not loaded")
+    with pytest.raises(ModelLoadError, match=r"only \.safetensors"):
+        CpuBackend(Settings(sd_version="v1-5", model_path=checkpoint)).load()
+
+
+def test_a_folder_of_another_family_is_refused(tiny_model: Any) -> None:
+    with pytest.raises(ModelLoadError, match="holds a StableDiffusionPipeline, but --sd-version xl expects"):
+        CpuBackend(Settings(sd_version="xl", model_path=tiny_model("sd15"))).load()
+
+
+def test_missing_folder_names_what_was_looked_for(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match=r"no diffusers model at .*model_index\.json"):
+        CpuBackend(Settings(sd_version="v1-5", model_path=tmp_path / "nowhere")).load()
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run `sd-worker ARGS` as a user would."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    command = [sys.executable, "-c", "from worker.cli import main; main()", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=full_env, timeout=timeout)
+
+
+def test_family_default_source_loads_from_the_hf_cache_offline(tiny_model: Any, tmp_path: Path) -> None:
+    cache = tmp_path / "hub"
+    repo = cache / "models--stable-diffusion-v1-5--stable-diffusion-v1-5"
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(tiny_model("sd15"), repo / "snapshots" / revision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    out = tmp_path / "out.png"
+    result = cli("generate", "a cat", "-o", str(out), "--sd-version", "v1-5", "--steps", "2",
+                 "--width", "64", "--height", "64", "--seed", "3", env={"HF_HUB_CACHE": str(cache)})
+    assert result.returncode == 0, result.stderr
+    assert Image.open(out).size == (64, 64)
+    assert "seed 3" in result.stderr
+
+
+def test_missing_hub_model_is_one_clear_startup_error(tmp_path: Path) -> None:
+    result = cli("--sd-version", "xl", "--port", str(free_port()), env={"HF_HUB_CACHE": str(tmp_path)})
+    assert result.returncode == 1
+    assert "model 'stabilityai/stable-diffusion-xl-base-1.0' not found in the Hugging Face cache" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_sd_version_is_refused(tmp_path: Path) -> None:
+    result = cli("--sd-version", "v9", "--port", str(free_port()))
+    assert result.returncode == 2
+    assert "unknown sd-version 'v9'; valid: demo, v1-5" in result.stderr
+    assert "Traceback" not in result.stderr
