@@ -36,16 +36,33 @@ def test_settings_come_from_env() -> None:
 
     env = {"SD_WORKER_PORT": "9123", "SD_WORKER_MAX_QUEUE": "3", "SD_WORKER_SD_VERSION": "xl"}
     code = "from worker.config import Settings; s = Settings(); print(s.port, s.max_queue, s.sd_version)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env={**os.environ, **env}, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}, timeout=60
+    )
     assert result.stdout.split() == ["9123", "3", "xl"]
     assert Settings().port == 8081
 
 
 def test_generate_writes_the_image_with_a_progress_bar(tiny_model: Any, tmp_path: Path) -> None:
     out = tmp_path / "cat.webp"
-    result = cli("generate", "a cat", "-o", str(out), "--sd-version", "v1-5", "--model-path",
-                 str(tiny_model("sd15")), "--steps", "3", "--width", "64", "--height", "48", "--num-samples", "2")
+    result = cli(
+        "generate",
+        "a cat",
+        "-o",
+        str(out),
+        "--sd-version",
+        "v1-5",
+        "--model-path",
+        str(tiny_model("sd15")),
+        "--steps",
+        "3",
+        "--width",
+        "64",
+        "--height",
+        "48",
+        "--num-samples",
+        "2",
+    )
     assert result.returncode == 0, result.stderr
     assert Image.open(out).size == (64, 48) and Image.open(out).format == "WEBP"
     assert Image.open(tmp_path / "cat-1.webp").size == (64, 48)
@@ -53,16 +70,35 @@ def test_generate_writes_the_image_with_a_progress_bar(tiny_model: Any, tmp_path
 
 
 def test_generate_rejects_bad_values_clearly(tiny_model: Any, tmp_path: Path) -> None:
-    result = cli("generate", "a cat", "-o", str(tmp_path / "x.png"), "--sd-version", "v1-5", "--model-path",
-                 str(tiny_model("sd15")), "--width", "63")
+    result = cli(
+        "generate",
+        "a cat",
+        "-o",
+        str(tmp_path / "x.png"),
+        "--sd-version",
+        "v1-5",
+        "--model-path",
+        str(tiny_model("sd15")),
+        "--width",
+        "63",
+    )
     assert result.returncode == 2
     assert "width must be a multiple of 8" in result.stderr
 
 
 def test_serve_a_real_process_then_stop_it(tiny_model: Any) -> None:
     port = free_port()
-    command = [sys.executable, "-c", "from worker.cli import main; main()", "--sd-version", "v1-5",
-               "--model-path", str(tiny_model("sd15")), "--port", str(port)]
+    command = [
+        sys.executable,
+        "-c",
+        "from worker.cli import main; main()",
+        "--sd-version",
+        "v1-5",
+        "--model-path",
+        str(tiny_model("sd15")),
+        "--port",
+        str(port),
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -78,8 +78,23 @@ def test_family_default_source_loads_from_the_hf_cache_offline(tiny_model: Any, 
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(revision)
     out = tmp_path / "out.png"
-    result = cli("generate", "a cat", "-o", str(out), "--sd-version", "v1-5", "--steps", "2",
-                 "--width", "64", "--height", "64", "--seed", "3", env={"HF_HUB_CACHE": str(cache)})
+    result = cli(
+        "generate",
+        "a cat",
+        "-o",
+        str(out),
+        "--sd-version",
+        "v1-5",
+        "--steps",
+        "2",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--seed",
+        "3",
+        env={"HF_HUB_CACHE": str(cache)},
+    )
     assert result.returncode == 0, result.stderr
     assert Image.open(out).size == (64, 64)
     assert "seed 3" in result.stderr
