@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Annotated, Any
 
@@ -105,9 +106,9 @@ async def cancel_job(job_id: str, state: State) -> dict[str, Any]:
 async def _generate(task: Task, body: GenerationBody, request: Request, state: WorkerState) -> Response:
     state.require_ready()
     job = await state.service.submit(task, body)
-    cancel = _canceller(state, "client disconnected")
     if _wants_json(request):
         return await _wait_json(job, request, state)
+    cancel = functools.partial(state.engine.cancel, reason="client disconnected")
     stream = stream_job(job, state.settings.keepalive_seconds, on_disconnect=cancel)
     headers = {**SSE_HEADERS, "X-Job-Id": job.id}
     return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
@@ -130,10 +131,3 @@ async def _wait_json(job: Job, request: Request, state: WorkerState) -> JSONResp
     response = error_response(job.error_status, error["code"], error["message"])
     response.headers["X-Job-Id"] = job.id
     return response
-
-
-def _canceller(state: WorkerState, reason: str) -> Any:
-    def cancel(job: Job) -> None:
-        state.engine.cancel(job, reason)
-
-    return cancel

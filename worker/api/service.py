@@ -66,7 +66,7 @@ class GenerationService:
         if image is not None:
             image = imaging.fit_image(image, width, height)
         if mask is not None:
-            mask = imaging.fit_image(mask, width, height)
+            mask = imaging.blur_mask(imaging.fit_image(mask, width, height), getattr(body, "mask_blur", 0))
         seed = body.seed if body.seed is not None and body.seed >= 0 else secrets.randbelow(SEED_SPACE)
         seeds = tuple((seed + i) % SEED_SPACE for i in range(body.num_samples))
         echo: dict[str, Any] = body.model_dump(exclude={"image", "mask"})
@@ -85,7 +85,6 @@ class GenerationService:
             strength=strength,
             image=image,
             mask=mask,
-            mask_blur=getattr(body, "mask_blur", 0),
             echo=echo,
         )
 

@@ -27,8 +27,7 @@ class GenerationRequest:
     output_format: OutputFormat
     strength: float | None = None
     image: Image.Image | None = field(default=None, repr=False)
-    mask: Image.Image | None = field(default=None, repr=False)
-    mask_blur: int = 0
+    mask: Image.Image | None = field(default=None, repr=False)  # already blurred by `mask_blur`
     echo: dict[str, Any] = field(default_factory=dict, repr=False)  # the request as sent, for metadata
 
     @property

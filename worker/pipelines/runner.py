@@ -45,7 +45,7 @@ def call_kwargs(pipe: Any, request: GenerationRequest, generator_device: str) ->
         kwargs["strength"] = request.strength
     if request.task == "inpaint":
         assert request.mask is not None
-        kwargs["mask_image"] = imaging.blur_mask(request.mask, request.mask_blur)
+        kwargs["mask_image"] = request.mask
     accepted = _accepted_kwargs(pipe)
     return {key: value for key, value in kwargs.items() if key in accepted and value is not None}
 
@@ -93,8 +93,7 @@ def run(model: LoadedModel, request: GenerationRequest, hooks: StepHooks, genera
         images: list[Image.Image] = pipe(**kwargs, callback_on_step_end=on_step_end).images
     if request.task == "inpaint":
         assert request.image is not None and request.mask is not None
-        mask = imaging.blur_mask(request.mask, request.mask_blur)
-        images = [imaging.composite(request.image, image, mask) for image in images]
+        images = [imaging.composite(request.image, image, request.mask) for image in images]
     return images
 
 
