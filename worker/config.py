@@ -9,8 +9,10 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-Device = Literal["auto", "cpu"]
+Device = Literal["auto", "cpu", "cuda", "mps"]
 DType = Literal["auto", "fp32", "fp16", "bf16"]
+FlashAttention = Literal["off", "auto", "require"]
+Offload = Literal["none", "model", "sequential"]
 
 
 class Limits(BaseSettings):
@@ -40,7 +42,14 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8081, ge=0, le=65535)
     worker_id: str | None = None
+    cuda_device: int = Field(0, ge=0, description="Which CUDA device (--device cuda).")
     dtype: DType = "auto"
+    use_f16: bool = Field(False, description="Shorthand for --dtype fp16.")
+    use_flash_attn: FlashAttention = "off"
+    vae_tiling: bool = False
+    vae_slicing: bool = False
+    offload: Offload = "none"
+    compile: bool = False
     max_queue: int = Field(16, ge=0, description="Jobs waiting (not running) before 429.")
     output_dir: Path | None = None
     job_timeout: float = Field(600.0, gt=0, description="Seconds a job may run.")

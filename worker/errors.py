@@ -114,6 +114,13 @@ class ModelError(WorkerError):
     code = "model_error"
 
 
+class ConfigError(WorkerError):
+    """The worker's own options do not fit this machine (a startup error, never an HTTP answer)."""
+
+    status = 500
+    code = "invalid_config"
+
+
 class ModelLoadError(WorkerError):
     """The model could not be found or loaded at startup."""
 

@@ -63,11 +63,14 @@ async def _load(state: WorkerState, on_fatal: Callable[[str], None] | None) -> N
     """Load and warm the model off the event loop, then start the engine and turn ready."""
     try:
         await asyncio.to_thread(state.backend.load)
-    except WorkerError as exc:
-        state.status, state.reason = "degraded", exc.message
-        log.error("%s", exc.message)
+    except Exception as exc:
+        message = exc.message if isinstance(exc, WorkerError) else f"loading the model failed: {exc!r}"
+        if not isinstance(exc, WorkerError):
+            log.exception("loading the model failed")
+        state.status, state.reason = "degraded", message
+        log.error("%s", message)
         if on_fatal is not None:
-            on_fatal(exc.message)
+            on_fatal(message)
         return
     state.engine.start()
     state.status, state.reason = "healthy", "ready"

@@ -1,28 +1,41 @@
-"""`--device` → a backend instance. Device probing happens here and in the backend modules only."""
+"""`--device` → a backend instance. `auto` probes cuda → mps → cpu; device modules are imported lazily."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 
 from worker.backends.base import ImageGenerationBackend
+from worker.backends.dtypes import DeviceKind
 from worker.config import Settings
 
 log = logging.getLogger(__name__)
 
+BACKENDS: dict[DeviceKind, str] = {
+    "cpu": "worker.backends.cpu:CpuBackend",
+    "cuda": "worker.backends.cuda:CudaBackend",
+    "mps": "worker.backends.mps:MpsBackend",
+}
 
-def resolve_device(requested: str) -> str:
-    """`auto` picks cuda → mps → cpu; only the CPU backend exists so far, so auto means cpu."""
-    if requested == "auto":
-        log.info("--device auto: using cpu (the CUDA and MPS backends are not built yet)")
-        return "cpu"
-    return requested
+
+def resolve_device(requested: str) -> DeviceKind:
+    """`auto` → the first available of cuda, mps, cpu; anything else as given."""
+    if requested in BACKENDS:
+        return requested
+    import torch
+
+    if torch.cuda.is_available():
+        found: DeviceKind = "cuda"
+    elif torch.backends.mps.is_available():
+        found = "mps"
+    else:
+        found = "cpu"
+    log.info("--device auto: using %s", found)
+    return found
 
 
 def create_backend(settings: Settings) -> ImageGenerationBackend:
     """Build (not load) the backend for the settings' device."""
-    device = resolve_device(settings.device)
-    if device == "cpu":
-        from worker.backends.cpu import CpuBackend
-
-        return CpuBackend(settings)
-    raise ValueError(f"unsupported device {device!r}")
+    module_name, class_name = BACKENDS[resolve_device(settings.device)].split(":")
+    backend: ImageGenerationBackend = getattr(importlib.import_module(module_name), class_name)(settings)
+    return backend

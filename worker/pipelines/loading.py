@@ -13,7 +13,6 @@ from diffusers import DiffusionPipeline
 
 from worker.errors import ModelLoadError
 from worker.pipelines.families import Family
-from worker.pipelines.model import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +22,8 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def load_model(family: Family, model_path: Path | None, config_path: Path | None, torch_dtype: Any) -> LoadedModel:
-    """Load the pipeline for `family` (from `model_path` when given) and derive its task variants."""
+def load_pipeline(family: Family, model_path: Path | None, config_path: Path | None, torch_dtype: Any) -> Any:
+    """Load the base pipeline for `family` (from `model_path` when given), on the CPU, in `torch_dtype`."""
     ref = str(model_path) if model_path is not None else family.source
     try:
         if model_path is not None and model_path.is_file():
@@ -42,7 +41,7 @@ def load_model(family: Family, model_path: Path | None, config_path: Path | None
         expected = " or ".join(family.pipeline_classes)
         raise ModelLoadError(f"{ref} holds a {name}, but --sd-version {family.name} expects {expected}")
     base.set_progress_bar_config(disable=True)
-    return LoadedModel.from_base(family, ref, base)
+    return base
 
 
 def _load_folder(folder: Path, torch_dtype: Any) -> Any:

@@ -110,9 +110,9 @@ class _SilentHooks:
         """Never stops."""
 
 
-def warm_up(model: LoadedModel, generator_device: str) -> None:
-    """One 1-step job at a small size, so the first real request does not pay for lazy initialisation."""
-    size = model.family.size_multiple * 8
+def warm_up(model: LoadedModel, generator_device: str, size: int | None = None) -> None:
+    """One 1-step job (small unless `size` is given), so the first request does not pay for lazy set-up."""
+    size = size or model.family.size_multiple * 8
     request = GenerationRequest(
         task="txt2img",
         prompt="warm-up",

@@ -1,0 +1,186 @@
+"""What every torch device shares: load in a dtype, memory options, attention choice, warm-up, run a job.
+
+The device classes (`cpu.py`, `cuda.py`, `mps.py`) override only what differs: where the weights go, which
+options make sense, how memory is measured and released, what an out-of-memory error looks like.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import torch
+from diffusers.utils import logging as diffusers_logging
+from PIL import Image
+
+from worker.backends import attention
+from worker.backends.base import StepHooks
+from worker.backends.dtypes import DeviceKind, resolve_dtype
+from worker.backends.memory import log_residency, residency, retry_decode_with_tiling
+from worker.config import Settings
+from worker.engine.request import GenerationRequest
+from worker.errors import ConfigError, OutOfMemory
+from worker.pipelines import runner
+from worker.pipelines.families import get_family
+from worker.pipelines.loading import load_pipeline
+from worker.pipelines.model import LoadedModel
+
+log = logging.getLogger(__name__)
+
+TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class TorchBackend:
+    """A model on one torch device. Subclasses set `kind` and `_device` and override the device hooks."""
+
+    kind: ClassVar[DeviceKind]
+    _device: str
+
+    def __init__(self, settings: Settings) -> None:
+        self.family = get_family(settings.sd_version)
+        self.model_ref = str(settings.model_path) if settings.model_path else self.family.source
+        self.settings = settings
+        self._dtype = resolve_dtype(self.kind, self.family, settings)
+        self.check_options(settings)
+        self.attention_backend = attention.DEFAULT
+        self._model: LoadedModel | None = None
+
+    @property
+    def device(self) -> str:
+        """The torch device string."""
+        return self._device
+
+    @property
+    def dtype(self) -> str:
+        """fp32, fp16 or bf16."""
+        return self._dtype
+
+    @property
+    def loaded(self) -> bool:
+        """True once the model is loaded and warmed."""
+        return self._model is not None
+
+    @property
+    def model(self) -> LoadedModel:
+        """The loaded model (after `load`)."""
+        if self._model is None:
+            raise RuntimeError("model not loaded")
+        return self._model
+
+    @property
+    def default_scheduler(self) -> str:
+        """Class name of the model's own scheduler."""
+        return type(self.model.default_scheduler).__name__
+
+    def load(self) -> None:
+        """Load the weights, place them, apply the memory options, choose the attention kernel, warm up."""
+        if self._model is not None:
+            return
+        start = time.perf_counter()
+        diffusers_logging.disable_progress_bar()
+        base = load_pipeline(
+            self.family, self.settings.model_path, self.settings.model_config_path, TORCH_DTYPES[self._dtype]
+        )
+        self.place(base)
+        if self.settings.vae_tiling:
+            base.vae.enable_tiling()
+        if self.settings.vae_slicing:
+            base.vae.enable_slicing()
+        retry_decode_with_tiling(base.vae, self.is_oom, self.release_memory)
+        model = LoadedModel.from_base(self.family, self.model_ref, base)
+        log_residency(base)
+        if self.settings.compile:
+            model.denoiser.compile()
+        self._choose_attention_and_warm_up(model)
+        self._model = model
+        log.info(
+            "loaded %s (%s) on %s/%s, attention %s, in %.1fs",
+            self.family.name,
+            self.model_ref,
+            self.device,
+            self._dtype,
+            self.attention_backend,
+            time.perf_counter() - start,
+        )
+
+    def count_steps(self, request: GenerationRequest) -> int:
+        """How many denoising steps the model's scheduler will run for this request."""
+        return runner.count_steps(self.model, request)
+
+    def generate(self, request: GenerationRequest, hooks: StepHooks) -> list[Image.Image]:
+        """Run one job; running out of memory fails the job with `out_of_memory` and frees what it held."""
+        try:
+            with self._call_context():
+                return runner.run(self.model, request, hooks, generator_device="cpu")
+        except Exception as exc:
+            if not self.is_oom(exc):
+                raise
+            self.release_memory()
+            raise OutOfMemory(f"out of memory on {self.device}: {exc}") from exc
+
+    def info(self) -> dict[str, Any]:
+        """Attention kernel in use, device memory and where each component lives, for /health."""
+        return {
+            "attention_backend": self.attention_backend,
+            "memory": self.memory(),
+            "components": residency(self.model.base) if self._model is not None else {},
+        }
+
+    # device hooks -------------------------------------------------------------------------------------------
+
+    def check_options(self, settings: Settings) -> None:
+        """Refuse options that make no sense on this device."""
+
+    def place(self, pipe: Any) -> None:
+        """Move the pipeline's weights to the device (or set up offloading)."""
+        pipe.to(self._device)
+
+    def memory(self) -> dict[str, int | None]:
+        """Bytes allocated / reserved / total on the device."""
+        return {"allocated": None, "reserved": None, "total": None}
+
+    def release_memory(self) -> None:
+        """Give cached memory back after a failure."""
+        gc.collect()
+
+    def is_oom(self, exc: BaseException) -> bool:
+        """True if `exc` means the device ran out of memory."""
+        return isinstance(exc, torch.OutOfMemoryError)
+
+    # ---------------------------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _call_context(self) -> Iterator[None]:
+        with torch.inference_mode(), attention.call_context(self.attention_backend):
+            yield
+
+    def _warm_up(self, model: LoadedModel) -> None:
+        # with torch.compile, warm up at the family's size so the first request does not recompile
+        size = model.family.width if self.settings.compile else None
+        with self._call_context():
+            runner.warm_up(model, generator_device="cpu", size=size)
+
+    def _choose_attention_and_warm_up(self, model: LoadedModel) -> None:
+        """The warm-up doubles as the probe: a flash kernel that cannot run here fails it."""
+        mode = self.settings.use_flash_attn
+        if mode != "off":
+            tried = []
+            for candidate in attention.candidates(model.denoiser):
+                try:
+                    attention.apply(model.denoiser, candidate)
+                    self.attention_backend = candidate
+                    self._warm_up(model)
+                    return
+                except Exception as exc:
+                    tried.append(f"{candidate} ({type(exc).__name__}: {str(exc)[:120]})")
+                    attention.apply(model.denoiser, attention.DEFAULT)
+                    self.attention_backend = attention.DEFAULT
+            message = f"no flash attention kernel runs on {self.device}/{self._dtype}; tried " + "; ".join(tried)
+            if mode == "require":
+                raise ConfigError(f"--use-flash-attn=require: {message}")
+            log.warning("--use-flash-attn: %s; falling back to %s", message, attention.DEFAULT)
+        self._warm_up(model)
