@@ -147,3 +147,15 @@ def parse_sse(text: str) -> list[tuple[str, dict[str, Any]]]:
         if name is not None and data is not None:
             events.append((name, data))
     return events
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip `@pytest.mark.cuda` tests where no CUDA device is visible."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)

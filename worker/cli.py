@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,9 +12,9 @@ import typer
 
 from worker.config import Settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=False, help="Stable Diffusion image-generation worker.")
+app = typer.Typer(add_completion=False, help="Stable Diffusion image-generation worker.")
 
-Device = Annotated[str | None, typer.Option(help="auto | cpu (auto: cuda → mps → cpu; cpu only so far).")]
+Device = Annotated[str | None, typer.Option(help="auto | cpu | cuda | mps (auto: cuda → mps → cpu).")]
 SdVersion = Annotated[
     str | None,
     typer.Option(
@@ -25,18 +26,36 @@ ModelConfig = Annotated[
     Path | None,
     typer.Option("--model-config", help="Diffusers folder with the configs/tokenizers for a single-file --model-path."),
 ]
-DTypeOpt = Annotated[str | None, typer.Option("--dtype", help="auto | fp32 | bf16 (CPU default fp32).")]
+DTypeOpt = Annotated[
+    str | None, typer.Option("--dtype", help="auto | fp32 | fp16 | bf16 (auto: fp32 cpu, fp16/bf16 cuda, fp16 mps).")
+]
+CudaDevice = Annotated[int | None, typer.Option(help="CUDA device index (default 0).")]
+UseF16 = Annotated[bool | None, typer.Option("--use-f16", help="Shorthand for --dtype fp16.")]
+FlashAttn = Annotated[
+    str | None,
+    typer.Option(
+        "--use-flash-attn",
+        help="Flash attention: bare flag = use it if a kernel works here; --use-flash-attn=require = fail otherwise.",
+    ),
+]
+VaeTiling = Annotated[bool | None, typer.Option("--vae-tiling", help="Decode the VAE in tiles (big images).")]
+VaeSlicing = Annotated[bool | None, typer.Option("--vae-slicing", help="Decode batch images one at a time.")]
+Offload = Annotated[str | None, typer.Option(help="model | sequential: keep weights in RAM (accelerators only).")]
+Compile = Annotated[bool | None, typer.Option("--compile", help="torch.compile the denoiser (warmed before /ready).")]
 
 
 def _settings(**given: Any) -> Settings:
     """Settings from the options the user gave; the rest from SD_WORKER_* env vars and defaults."""
     if "model_config" in given:
         given["model_config_path"] = given.pop("model_config")
-    return Settings(**{key: value for key, value in given.items() if value is not None})
+    from pydantic import ValidationError
 
-
-def _configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return Settings(**{key: value for key, value in given.items() if value is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "--" + str(first["loc"][0]).replace("_", "-")
+        raise typer.BadParameter(f"{name}: {first['msg']}") from None
 
 
 @app.callback(invoke_without_command=True)
@@ -47,6 +66,13 @@ def serve(
     model_path: ModelPath = None,
     model_config: ModelConfig = None,
     dtype: DTypeOpt = None,
+    cuda_device: CudaDevice = None,
+    use_f16: UseF16 = None,
+    use_flash_attn: FlashAttn = None,
+    vae_tiling: VaeTiling = None,
+    vae_slicing: VaeSlicing = None,
+    offload: Offload = None,
+    compile: Compile = None,
     host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8081).")] = None,
     worker_id: Annotated[str | None, typer.Option(help="Worker id (default hostname-port).")] = None,
@@ -56,24 +82,13 @@ def serve(
     """Serve the model over HTTP (the default command)."""
     if ctx.invoked_subcommand is not None:
         return
-    from pydantic import ValidationError
-
-    try:
-        settings = _settings(
-            device=device,
-            sd_version=sd_version,
-            model_path=model_path,
-            model_config=model_config,
-            dtype=dtype,
-            host=host,
-            port=port,
-            worker_id=worker_id,
-            max_queue=max_queue,
-            output_dir=output_dir,
-        )
-    except ValidationError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    _configure_logging()
+    settings = _settings(
+        device=device, sd_version=sd_version, model_path=model_path, model_config=model_config, dtype=dtype,
+        cuda_device=cuda_device, use_f16=use_f16, use_flash_attn=use_flash_attn, vae_tiling=vae_tiling,
+        vae_slicing=vae_slicing, offload=offload, compile=compile, host=host, port=port, worker_id=worker_id,
+        max_queue=max_queue, output_dir=output_dir,
+    )  # fmt: skip
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     raise typer.Exit(_serve(settings))
 
 
@@ -96,11 +111,10 @@ def _serve(settings: Settings) -> int:
     except WorkerError as exc:
         typer.echo(f"sd-worker: {exc.message}", err=True)
         return 2
-    server = uvicorn.Server(
-        uvicorn.Config(
-            application, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=30
-        )
+    config = uvicorn.Config(
+        application, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=30
     )
+    server = uvicorn.Server(config)
     # uvicorn re-raises the signal that stopped it once it has shut down gracefully; with these handlers in
     # place that re-raise is a no-op, so a SIGTERM'd worker exits 0, as orchestrators expect.
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -129,27 +143,30 @@ def generate(
     model_path: ModelPath = None,
     model_config: ModelConfig = None,
     dtype: DTypeOpt = None,
+    cuda_device: CudaDevice = None,
+    use_f16: UseF16 = None,
+    use_flash_attn: FlashAttn = None,
+    vae_tiling: VaeTiling = None,
+    vae_slicing: VaeSlicing = None,
+    offload: Offload = None,
+    compile: Compile = None,
 ) -> None:
     """Generate one job in-process, with a progress bar, and write the image(s)."""
     from worker.oneshot import run_oneshot
 
     settings = _settings(
-        device=device, sd_version=sd_version, model_path=model_path, model_config=model_config, dtype=dtype
-    )
+        device=device, sd_version=sd_version, model_path=model_path, model_config=model_config, dtype=dtype,
+        cuda_device=cuda_device, use_f16=use_f16, use_flash_attn=use_flash_attn, vae_tiling=vae_tiling,
+        vae_slicing=vae_slicing, offload=offload, compile=compile,
+    )  # fmt: skip
     body = {
-        "prompt": prompt,
-        "negative_prompt": negative_prompt,
-        "steps": steps,
-        "guidance_scale": guidance_scale,
-        "seed": seed,
-        "width": width,
-        "height": height,
-        "num_samples": num_samples,
-        "scheduler": scheduler,
-    }
+        "prompt": prompt, "negative_prompt": negative_prompt, "steps": steps, "guidance_scale": guidance_scale,
+        "seed": seed, "width": width, "height": height, "num_samples": num_samples, "scheduler": scheduler,
+    }  # fmt: skip
     raise typer.Exit(run_oneshot(settings, {k: v for k, v in body.items() if v is not None}, output))
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point. A bare `--use-flash-attn` means `--use-flash-attn=auto`."""
+    args = ["--use-flash-attn=auto" if arg == "--use-flash-attn" else arg for arg in sys.argv[1:]]
+    app(args=args, prog_name="sd-worker")

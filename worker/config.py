@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
 DType = Literal["auto", "fp32", "fp16", "bf16"]
-FlashAttention = Literal["off", "auto", "require"]
+FlashAttention = Literal["off", "auto", "require"]  # CLI: absent, --use-flash-attn, --use-flash-attn=require
 Offload = Literal["none", "model", "sequential"]
 
 

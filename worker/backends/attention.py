@@ -54,5 +54,4 @@ def call_context(backend: str) -> Iterator[None]:
 def _dispatches(denoiser: Any) -> bool:
     # set_attention_backend exists on every diffusers model but only acts where the attention processors go
     # through diffusers' dispatcher (they carry `_attention_backend`); elsewhere it would be silently ignored.
-    processors = getattr(denoiser, "attn_processors", {})
-    return any(hasattr(processor, "_attention_backend") for processor in processors.values())
+    return any(hasattr(getattr(module, "processor", None), "_attention_backend") for module in denoiser.modules())
