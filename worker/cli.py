@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -78,6 +77,13 @@ def serve(
     worker_id: Annotated[str | None, typer.Option(help="Worker id (default hostname-port).")] = None,
     max_queue: Annotated[int | None, typer.Option(help="Jobs allowed to wait before 429 (default 16).")] = None,
     output_dir: Annotated[Path | None, typer.Option(help="Also write every image into this folder.")] = None,
+    callback_url: Annotated[str | None, typer.Option(help="Hive URL for the ready registration.")] = None,
+    heartbeat_url: Annotated[
+        str | None, typer.Option(help="Hive heartbeat URL (default: callback origin + /v1/heartbeat).")
+    ] = None,
+    heartbeat_interval: Annotated[float | None, typer.Option(help="Seconds between heartbeats (30).")] = None,
+    advertise_url: Annotated[str | None, typer.Option(help="URL the hive should call (http://host:port).")] = None,
+    drain_timeout: Annotated[float | None, typer.Option(help="Seconds a job may run on after SIGTERM (30).")] = None,
 ) -> None:
     """Serve the model over HTTP (the default command)."""
     if ctx.invoked_subcommand is not None:
@@ -86,44 +92,17 @@ def serve(
         device=device, sd_version=sd_version, model_path=model_path, model_config=model_config, dtype=dtype,
         cuda_device=cuda_device, use_f16=use_f16, use_flash_attn=use_flash_attn, vae_tiling=vae_tiling,
         vae_slicing=vae_slicing, offload=offload, compile=compile, host=host, port=port, worker_id=worker_id,
-        max_queue=max_queue, output_dir=output_dir,
+        max_queue=max_queue, output_dir=output_dir, callback_url=callback_url, heartbeat_url=heartbeat_url,
+        heartbeat_interval=heartbeat_interval, advertise_url=advertise_url, drain_timeout=drain_timeout,
     )  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     raise typer.Exit(_serve(settings))
 
 
 def _serve(settings: Settings) -> int:
-    import uvicorn
+    from worker.server import serve as run_server
 
-    from worker.api.app import create_app
-    from worker.errors import WorkerError
-
-    fatal: list[str] = []
-    server: uvicorn.Server | None = None
-
-    def on_fatal(message: str) -> None:
-        fatal.append(message)
-        if server is not None:
-            server.should_exit = True
-
-    try:
-        application = create_app(settings, on_fatal=on_fatal)
-    except WorkerError as exc:
-        typer.echo(f"sd-worker: {exc.message}", err=True)
-        return 2
-    config = uvicorn.Config(
-        application, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=30
-    )
-    server = uvicorn.Server(config)
-    # uvicorn re-raises the signal that stopped it once it has shut down gracefully; with these handlers in
-    # place that re-raise is a no-op, so a SIGTERM'd worker exits 0, as orchestrators expect.
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: None)
-    server.run()
-    if fatal:
-        typer.echo(f"sd-worker: {fatal[0]}", err=True)
-        return 1
-    return 0
+    return run_server(settings)
 
 
 @app.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -56,8 +57,30 @@ class Settings(BaseSettings):
     keep_results: int = Field(256, ge=1, description="Finished jobs kept for GET /v1/jobs/{id}.")
     result_ttl: float = Field(3600.0, gt=0, description="Seconds a finished job is kept.")
     keepalive_seconds: float = Field(15.0, gt=0)
+    callback_url: str | None = Field(None, description="Hive URL to POST the ready registration to.")
+    heartbeat_url: str | None = Field(None, description="Default: the callback URL's origin + /v1/heartbeat.")
+    heartbeat_interval: float = Field(30.0, gt=0)
+    advertise_url: str | None = Field(None, description="URL the hive should use for this worker.")
+    drain_timeout: float = Field(30.0, ge=0, description="Seconds the running job may take after SIGTERM.")
+    hive_timeout: float = Field(5.0, gt=0, description="Timeout of each call to the hive.")
+    hive_retry_initial: float = Field(0.5, gt=0)
+    hive_retry_max: float = Field(30.0, gt=0)
     limits: Limits = Field(default_factory=lambda: Limits())
 
     def resolved_worker_id(self) -> str:
         """`--worker-id`, or hostname-port."""
         return self.worker_id or f"{socket.gethostname()}-{self.port}"
+
+    def resolved_advertise_url(self) -> str:
+        """`--advertise-url`, or http://host:port (the hostname when bound to all interfaces)."""
+        if self.advertise_url:
+            return self.advertise_url.rstrip("/")
+        host = socket.gethostname() if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+    def resolved_heartbeat_url(self) -> str | None:
+        """`--heartbeat-url`, or the callback URL's scheme://host:port + /v1/heartbeat."""
+        if self.heartbeat_url or not self.callback_url:
+            return self.heartbeat_url
+        parts = urlsplit(self.callback_url)
+        return f"{parts.scheme}://{parts.netloc}/v1/heartbeat"

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from worker import __version__
 from worker.api.errors import install_error_handlers
+from worker.api.lifecycle import start_registration
 from worker.api.middleware import BodySizeLimit
 from worker.api.routes import router
 from worker.api.service import GenerationService
@@ -43,13 +44,16 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.loop = asyncio.get_running_loop()
         loader = asyncio.create_task(_load(state, on_fatal))
         try:
             yield
         finally:
-            state.status, state.reason = "draining", "shutting down"
+            state.status, state.reason = "draining", "the worker is shutting down"
             loader.cancel()
-            await asyncio.to_thread(engine.stop)
+            if state.registrar is not None:
+                await state.registrar.stop()
+            await asyncio.to_thread(engine.stop, settings.drain_timeout)
 
     app = FastAPI(title="sd-worker", version=__version__, lifespan=lifespan)
     app.state.worker = state
@@ -74,4 +78,5 @@ async def _load(state: WorkerState, on_fatal: Callable[[str], None] | None) -> N
         return
     state.engine.start()
     state.status, state.reason = "healthy", "ready"
+    start_registration(state)
     log.info("ready: %s on %s/%s", state.backend.family.name, state.backend.device, state.backend.dtype)

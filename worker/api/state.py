@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Literal
@@ -11,6 +12,7 @@ from worker.backends.base import ImageGenerationBackend
 from worker.config import Settings
 from worker.engine.engine import Engine
 from worker.errors import NotReady
+from worker.registration.registrar import Registrar
 
 
 @dataclass
@@ -24,6 +26,8 @@ class WorkerState:
     started_at: float = field(default_factory=time.monotonic)
     status: Literal["loading", "healthy", "degraded", "draining"] = "loading"
     reason: str = "loading the model"
+    registrar: Registrar | None = None
+    loop: asyncio.AbstractEventLoop | None = None  # the server's loop, for signal handlers
 
     @property
     def ready(self) -> bool:

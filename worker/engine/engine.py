@@ -49,10 +49,14 @@ class Engine:
         """Start the device thread."""
         self._executor.start()
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Refuse new jobs, fail the waiting ones, let the running one finish (up to `timeout`)."""
+    def close(self) -> None:
+        """Refuse new jobs and fail the waiting ones; the running one carries on."""
         for job in self._queue.close():
-            job.fail(JobCancelled("the worker is shutting down"))
+            job.fail(JobCancelled("the worker is shutting down; the job was still queued"))
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Close, then wait (up to `timeout`) for the running job and the executor thread to finish."""
+        self.close()
         self._executor.join(timeout)
 
     @property

@@ -1,0 +1,64 @@
+"""The worker's life after loading: hive registration, and the drain that SIGTERM starts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from worker import __version__
+from worker.api.state import WorkerState
+from worker.engine.events import EventLog
+from worker.registration.hive import HiveClient
+from worker.registration.registrar import Registrar, WorkerSnapshot
+
+log = logging.getLogger(__name__)
+CAPABILITIES = ("txt2img", "img2img", "inpaint")
+
+
+def snapshot(state: WorkerState) -> WorkerSnapshot:
+    """The worker as the hive sees it right now."""
+    backend, engine, settings = state.backend, state.engine, state.settings
+    active = engine.active_job
+    return WorkerSnapshot(
+        worker_id=settings.resolved_worker_id(), url=settings.resolved_advertise_url(),
+        model_ref=backend.model_ref, model_version=backend.family.name, device=backend.device,
+        dtype=backend.dtype, capabilities=CAPABILITIES, vram_bytes=backend.info().get("memory", {}).get("total"),
+        version=__version__, healthy=state.status == "healthy", queue_depth=engine.queue_depth,
+        active_job=active.id if active is not None else None,
+    )  # fmt: skip
+
+
+def start_registration(state: WorkerState) -> None:
+    """With --callback-url: announce the worker and keep the heartbeat (in the background)."""
+    settings = state.settings
+    heartbeat_url = settings.resolved_heartbeat_url()
+    if settings.callback_url is None or heartbeat_url is None:
+        return
+    client = HiveClient(settings.callback_url, heartbeat_url, settings.hive_timeout)
+    state.registrar = Registrar(
+        client, lambda: snapshot(state), interval=settings.heartbeat_interval,
+        retry_initial=settings.hive_retry_initial, retry_max=settings.hive_retry_max,
+    )  # fmt: skip
+    state.registrar.start()
+
+
+async def drain(state: WorkerState) -> None:
+    """Stop admitting (503), tell the hive we are stopping, fail waiting jobs, let the running one finish."""
+    state.status, state.reason = "draining", "the worker is shutting down"
+    if state.registrar is not None:
+        await state.registrar.stop()
+    state.engine.close()
+    active = state.engine.active_job
+    if active is None:
+        return
+    log.info("draining: waiting up to %gs for job %s", state.settings.drain_timeout, active.id)
+    try:
+        await asyncio.wait_for(_until_final(active.events), state.settings.drain_timeout)
+    except TimeoutError:
+        log.warning("job %s did not finish within the drain timeout; cancelling it", active.id)
+        state.engine.cancel(active, "the worker is shutting down")
+
+
+async def _until_final(events: EventLog) -> None:
+    async for _ in events.follow(keepalive=1.0):
+        pass

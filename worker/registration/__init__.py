@@ -1,0 +1,1 @@
+"""The hive protocol: ready callback, heartbeats, re-registration, the stopping heartbeat."""
