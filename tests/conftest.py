@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -107,29 +108,59 @@ def free_port() -> int:
 
 
 @contextmanager
-def live_server(settings: Settings, backend: CpuBackend) -> Iterator[str]:
-    """A real uvicorn on a free loopback port, in a thread; yields its base URL once ready."""
-    port = free_port()
-    app = create_app(settings, backend=backend)
+def serve_app(app: Any, port: int | None = None, ready_path: str | None = None) -> Iterator[str]:
+    """Any ASGI app under a real uvicorn on a loopback port, in a thread; yields its base URL."""
+    port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/ready").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
+    while not server.started or (ready_path and not _answers(f"{url}{ready_path}")):
         if time.monotonic() > deadline:
-            raise TimeoutError("live server never became ready")
+            raise TimeoutError(f"{url} never became ready")
         time.sleep(0.05)
     try:
         yield url
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@contextmanager
+def live_server(settings: Settings, backend: CpuBackend) -> Iterator[str]:
+    """The worker app on a shared loaded backend under a real uvicorn; yields its URL once /ready says yes."""
+    with serve_app(create_app(settings, backend=backend), ready_path="/ready") as url:
+        yield url
+
+
+@contextmanager
+def worker_process(*args: str, port: int | None = None) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """A real `sd-worker` process (serve) on a loopback port; yields (process, URL) once /ready says yes."""
+    port = port or free_port()
+    command = [sys.executable, "-c", "from worker.cli import main; main()", "--port", str(port), *args]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while not _answers(f"{url}/ready"):
+            if process.poll() is not None:
+                raise RuntimeError(f"worker exited: {process.stdout.read() if process.stdout else ''}")
+            if time.monotonic() > deadline:
+                raise TimeoutError("worker never became ready")
+            time.sleep(0.1)
+        yield process, url
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(30)
 
 
 def parse_sse(text: str) -> list[tuple[str, dict[str, Any]]]:

@@ -1,0 +1,78 @@
+"""The bundled demo model draws what it is asked, through the real app with its default settings."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import demo_scenes
+import numpy as np
+import pytest
+
+from tests.conftest import app_client
+from tests.helpers import b64_png, centre_mask, decode, pixels
+from worker.backends.cpu import CpuBackend
+from worker.config import Settings
+from worker.pipelines.families import DEMO_MODEL_DIR, FAMILIES
+
+JSON = {"Accept": "application/json"}
+SEED = 1234
+
+
+@pytest.fixture(scope="module")
+def demo_backend() -> CpuBackend:
+    backend = CpuBackend(Settings())  # no model arguments: the bundled demo model
+    backend.load()
+    return backend
+
+
+@pytest.fixture
+async def client(demo_backend: CpuBackend) -> AsyncIterator[Any]:
+    async with app_client(Settings(), demo_backend) as client:
+        yield client
+
+
+def test_the_demo_model_is_bundled_small_and_the_default() -> None:
+    assert Settings().sd_version == "demo"
+    assert FAMILIES["demo"].source == str(DEMO_MODEL_DIR)
+    files = [p for p in DEMO_MODEL_DIR.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= 20 * 1024 * 1024
+    assert not [p for p in files if p.suffix in (".bin", ".ckpt", ".pt")], "safetensors only"
+
+
+async def test_it_draws_the_requested_shape_and_background_colours(client: Any) -> None:
+    seen, held_out = [], []
+    for prompt, colour, background, is_held_out in demo_scenes.EVAL_PROMPTS:
+        response = await client.post("/execute", json={"prompt": prompt, "seed": SEED}, headers=JSON)
+        assert response.status_code == 200, response.text
+        image = decode(response.json()["image"])
+        assert image.size == (64, 64)
+        centre, border = demo_scenes.centre_and_border_colours(pixels(image))
+        (held_out if is_held_out else seen).append(centre == colour and border == background)
+    accuracy = (sum(seen) + sum(held_out)) / (len(seen) + len(held_out))
+    print(f"demo accuracy: seen {sum(seen)}/{len(seen)}, held-out {sum(held_out)}/{len(held_out)}")
+    assert accuracy >= 0.9, f"seen {sum(seen)}/{len(seen)}, held-out {sum(held_out)}/{len(held_out)}"
+
+
+async def test_img2img_at_half_strength_keeps_the_background(client: Any) -> None:
+    scene = demo_scenes.scene_image("red", "square", "green")
+    body = {"prompt": "a red square on a green background", "image": b64_png(scene), "strength": 0.5, "seed": SEED}
+    response = await client.post("/img2img", json=body, headers=JSON)
+    _, border = demo_scenes.centre_and_border_colours(pixels(decode(response.json()["image"])))
+    assert border == "green"
+
+
+async def test_inpainting_the_centre_changes_it_and_nothing_else(client: Any) -> None:
+    scene = demo_scenes.scene_image("red", "circle", "blue")
+    body = {
+        "prompt": "a yellow circle on a blue background",
+        "image": b64_png(scene),
+        "mask": b64_png(centre_mask()),
+        "seed": SEED,
+    }
+    response = await client.post("/inpaint", json=body, headers=JSON)
+    out, original = pixels(decode(response.json()["image"])), pixels(scene)
+    keep = np.asarray(centre_mask()) == 0
+    assert np.array_equal(out[keep], original[keep])
+    centre, _ = demo_scenes.centre_and_border_colours(out)
+    assert centre != "red"
