@@ -147,3 +147,14 @@ def test_jobs_through_the_hive_spread_over_two_workers(tiny_model: Any) -> None:
     assert all(r.json()["images"] for r in results)
     per_worker = {r.headers["x-worker-id"] for r in results}
     assert len(per_worker) == 2, "both workers took jobs"
+
+
+def test_the_mini_hive_evicts_a_silent_worker_and_404s_its_heartbeat() -> None:
+    with serve_app(create_hive(evict_after=0.3)) as hive_url:
+        worker = {"worker_id": "w1", "url": "http://127.0.0.1:1"}
+        assert httpx.post(f"{hive_url}/v1/register", json=worker).status_code == 200
+        assert [w["worker_id"] for w in httpx.get(f"{hive_url}/v1/workers").json()["workers"]] == ["w1"]
+        time.sleep(0.5)
+        assert httpx.get(f"{hive_url}/v1/workers").json()["workers"] == []
+        assert httpx.post(f"{hive_url}/v1/heartbeat", json={"worker_id": "w1"}).status_code == 404
+        assert httpx.post(f"{hive_url}/execute", json={"prompt": "x"}).status_code == 503
