@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     compile: bool = False
     max_queue: int = Field(16, ge=0, description="Jobs waiting (not running) before 429.")
     output_dir: Path | None = None
+    output_keep: int = Field(1000, ge=1, description="Images kept in the output folder (newest first).")
+    output_max_age: float = Field(7 * 24 * 3600.0, gt=0, description="Seconds an output image is kept.")
     job_timeout: float = Field(600.0, gt=0, description="Seconds a job may run.")
     keep_results: int = Field(256, ge=1, description="Finished jobs kept for GET /v1/jobs/{id}.")
     result_ttl: float = Field(3600.0, gt=0, description="Seconds a finished job is kept.")

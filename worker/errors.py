@@ -68,6 +68,12 @@ class NotFound(WorkerError):
     code = "not_found"
 
 
+class ModelNotFound(NotFound):
+    """A request named a model this worker does not serve."""
+
+    code = "model_not_found"
+
+
 class QueueFull(WorkerError):
     """The bounded queue is full; the client should retry after `retry_after` seconds."""
 
@@ -105,6 +111,15 @@ class OutOfMemory(WorkerError):
 
     status = 507
     code = "out_of_memory"
+
+
+class JobFailed(WorkerError):
+    """A job that ended without images, answered to a client that waited for it (status and code from the job)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
 
 
 class ModelError(WorkerError):

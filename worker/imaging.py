@@ -92,20 +92,27 @@ def composite(original: Image.Image, generated: Image.Image, mask: Image.Image) 
     return Image.fromarray(out.astype(np.uint8), "RGB")
 
 
-def encode_image(image: Image.Image, fmt: str, infotext: str, request_json: dict[str, Any]) -> bytes:
-    """PNG with `parameters` + `sd-worker` text chunks, or JPEG/WebP with the same in EXIF UserComment."""
+def encode_image(
+    image: Image.Image, fmt: str, infotext: str, request_json: dict[str, Any], compression: int | None = None
+) -> bytes:
+    """PNG with `parameters` + `sd-worker` text chunks, or JPEG/WebP with the same in EXIF UserComment.
+
+    `compression` (0-100, OpenAI's `output_compression`) sets PNG's zlib level or JPEG/WebP's quality (100 - c).
+    """
     buffer = io.BytesIO()
     payload = json.dumps(request_json, separators=(",", ":"), sort_keys=True)
     if fmt == "png":
         info = PngImagePlugin.PngInfo()
         info.add_text("parameters", infotext)
         info.add_text("sd-worker", payload)
-        image.save(buffer, "PNG", pnginfo=info, compress_level=PNG_COMPRESS_LEVEL)
+        level = PNG_COMPRESS_LEVEL if compression is None else round(compression * 9 / 100)
+        image.save(buffer, "PNG", pnginfo=info, compress_level=level)
     else:
         exif = Image.Exif()
         comment = f"{infotext}\nsd-worker: {payload}"
         exif.get_ifd(EXIF_IFD)[EXIF_USER_COMMENT] = b"UNICODE\x00" + comment.encode("utf-16-be")
-        image.save(buffer, PIL_FORMATS[fmt], quality=90, exif=exif)
+        quality = 90 if compression is None else max(1, 100 - compression)
+        image.save(buffer, PIL_FORMATS[fmt], quality=quality, exif=exif)
     return buffer.getvalue()
 
 
@@ -151,3 +158,12 @@ def infotext(
 def to_base64(data: bytes) -> str:
     """Bytes → plain base64 text (no data: prefix)."""
     return base64.b64encode(data).decode("ascii")
+
+
+def preview_jpeg(image: Image.Image, max_side: int = 256) -> str:
+    """A small JPEG of an intermediate image, base64 (for `preview` events)."""
+    small = image.copy()
+    small.thumbnail((max_side, max_side))
+    buffer = io.BytesIO()
+    small.convert("RGB").save(buffer, "JPEG", quality=75)
+    return to_base64(buffer.getvalue())

@@ -18,6 +18,7 @@ from worker.config import Settings
 from worker.engine.engine import Engine
 from worker.engine.job import Job, JobStatus
 from worker.errors import WorkerError
+from worker.outputs import OutputStore
 
 FORMATS: dict[str, Literal["png", "jpeg", "webp"]] = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
 
@@ -40,7 +41,7 @@ def run_oneshot(settings: Settings, fields: dict[str, Any], output: Path) -> int
             job_timeout=settings.job_timeout,
             keep_results=1,
             result_ttl=settings.result_ttl,
-            output_dir=None,
+            store=OutputStore(None, keep=1, max_age=3600.0),
         )
         service = GenerationService(engine, backend.family, settings.limits)
         request = service.resolve("txt2img", body)

@@ -13,6 +13,7 @@ from worker import __version__
 from worker.api.errors import install_error_handlers
 from worker.api.lifecycle import start_registration
 from worker.api.middleware import BodySizeLimit
+from worker.api.openai.router import router as openai_router
 from worker.api.routes import router
 from worker.api.service import GenerationService
 from worker.api.state import WorkerState
@@ -21,6 +22,7 @@ from worker.backends.resolver import create_backend
 from worker.config import Settings
 from worker.engine.engine import Engine
 from worker.errors import WorkerError
+from worker.outputs import OutputStore
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ def create_app(
         job_timeout=settings.job_timeout,
         keep_results=settings.keep_results,
         result_ttl=settings.result_ttl,
-        output_dir=settings.output_dir,
+        store=OutputStore(settings.output_dir, settings.output_keep, settings.output_max_age),
     )
     state = WorkerState(settings, backend, engine, GenerationService(engine, backend.family, settings.limits))
 
@@ -59,6 +61,7 @@ def create_app(
     app.state.worker = state
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(openai_router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
     return app
 

@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from worker.errors import QueueFull, WorkerError
@@ -14,47 +15,63 @@ from worker.errors import QueueFull, WorkerError
 log = logging.getLogger(__name__)
 
 
-def error_response(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
-    """The one JSON error body."""
-    body = {"code": code, "message": message}
-    if field is not None:
-        body["field"] = field
+OPENAI_PATHS = ("/v1/images", "/v1/models", "/v1/files")
+
+
+def error_response(
+    status: int, code: str, message: str, field: str | None = None, *, openai: bool = False
+) -> JSONResponse:
+    """The JSON error body: ours `{"error": {code, message, field?}}`, or OpenAI's on the OpenAI routes."""
+    if openai:
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        body: dict[str, str | None] = {"message": message, "type": kind, "param": field, "code": code}
+    else:
+        body = {"code": code, "message": message}
+        if field is not None:
+            body["field"] = field
     return JSONResponse({"error": body}, status_code=status)
 
 
-async def _worker_error(_: Request, exc: Exception) -> JSONResponse:
+def _openai(request: Request) -> bool:
+    return request.url.path.startswith(OPENAI_PATHS)
+
+
+async def _worker_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, WorkerError)
-    response = error_response(exc.status, exc.code, exc.message, exc.field)
+    response = error_response(exc.status, exc.code, exc.message, exc.field, openai=_openai(request))
     if isinstance(exc, QueueFull):
         response.headers["Retry-After"] = str(exc.retry_after)
     return response
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError | ValidationError)
     first = exc.errors()[0]
     location = [str(part) for part in first.get("loc", ()) if part != "body"]
     field = ".".join(location) or None
     if first.get("type") == "json_invalid":
-        return error_response(400, "invalid_request", "the body is not valid JSON", None)
+        return error_response(400, "invalid_request", "the body is not valid JSON", None, openai=_openai(request))
     message = str(first.get("msg", "invalid value"))
-    return error_response(422, "invalid_request", f"{field}: {message}" if field else message, field)
+    text = f"{field}: {message}" if field else message
+    return error_response(422, "invalid_request", text, field, openai=_openai(request))
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     codes = {404: "not_found", 405: "method_not_allowed"}
-    return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+    code = codes.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail), openai=_openai(request))
 
 
-async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
-    return error_response(500, "internal", "internal error; see the worker log")
+    return error_response(500, "internal", "internal error; see the worker log", openai=_openai(request))
 
 
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers on `app`."""
     app.add_exception_handler(WorkerError, _worker_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ValidationError, _validation_error)  # models built by hand (multipart forms)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -14,8 +14,9 @@ from worker.api.errors import error_response
 from worker.api.schemas import GenerationBody, Img2ImgBody, InpaintBody
 from worker.api.sse import stream_job
 from worker.api.state import WorkerState
-from worker.engine.job import Job, JobStatus
+from worker.engine.job import Job
 from worker.engine.request import Task
+from worker.errors import WorkerError
 
 router = APIRouter()
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -121,13 +122,11 @@ def _wants_json(request: Request) -> bool:
 
 async def _wait_json(job: Job, request: Request, state: WorkerState) -> JSONResponse:
     """Wait for the job's end; a client that leaves meanwhile cancels it."""
-    async for event in job.events.follow(keepalive=1.0):
-        if event is None and await request.is_disconnected():
-            state.engine.cancel(job, "client disconnected")
-            break
-    if job.status is JobStatus.COMPLETED and job.result is not None:
-        return JSONResponse(job.result, headers={"X-Job-Id": job.id})
-    error = job.error or {"code": "internal", "message": "the job did not finish"}
-    response = error_response(job.error_status, error["code"], error["message"])
+    try:
+        result = await state.service.wait(job, request.is_disconnected)
+    except WorkerError as exc:
+        response = error_response(exc.status, exc.code, exc.message)
+    else:
+        response = JSONResponse(result)
     response.headers["X-Job-Id"] = job.id
     return response

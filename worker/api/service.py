@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from PIL import Image
@@ -12,12 +13,13 @@ from worker import imaging
 from worker.api.schemas import GenerationBody, Img2ImgBody, InpaintBody
 from worker.config import Limits
 from worker.engine.engine import Engine
-from worker.engine.job import Job
+from worker.engine.job import Job, JobStatus
 from worker.engine.request import GenerationRequest, Task
-from worker.errors import InvalidRequest
+from worker.errors import InvalidRequest, JobFailed
 from worker.pipelines.families import SAMPLER_LABELS, Family
 
 SEED_SPACE = 2**32
+Inputs = tuple[Image.Image | None, Image.Image | None]
 
 
 class GenerationService:
@@ -33,8 +35,22 @@ class GenerationService:
         request = await run_in_threadpool(self.resolve, task, body)
         return self.engine.submit(request)
 
-    def resolve(self, task: Task, body: GenerationBody) -> GenerationRequest:
-        """The engine request for `body`, or InvalidRequest naming the offending field."""
+    async def wait(self, job: Job, is_disconnected: Callable[[], Awaitable[bool]]) -> dict[str, Any]:
+        """Wait for the job's result; a client that leaves meanwhile cancels it; a failed job raises JobFailed."""
+        async for event in job.events.follow(keepalive=1.0):
+            if event is None and await is_disconnected():
+                self.engine.cancel(job, "client disconnected")
+                break
+        if job.status is JobStatus.COMPLETED and job.result is not None:
+            return job.result
+        error = job.error or {"code": "cancelled", "message": "the client went away"}
+        raise JobFailed(job.error_status, error["code"], error["message"])
+
+    def resolve(self, task: Task, body: GenerationBody, inputs: Inputs | None = None) -> GenerationRequest:
+        """The engine request for `body`, or InvalidRequest naming the offending field.
+
+        `inputs` are already-decoded (image, mask) for callers that received files rather than base64.
+        """
         family, limits = self.family, self.limits
         self._check_text(body)
         steps = body.steps if body.steps is not None else family.steps
@@ -55,7 +71,9 @@ class GenerationService:
                 f"valid: {', '.join(family.schedulers)}",
                 field="scheduler",
             )
-        image, mask = self._decode_inputs(body)
+        image, mask = inputs if inputs is not None else self._decode_inputs(body)
+        if image is not None and mask is not None:
+            imaging.check_mask_size(image, mask)
         width, height = self._size(body, image)
         strength = body.strength if isinstance(body, Img2ImgBody | InpaintBody) else None
         if steps - family.start_index(steps, strength) < 1:
@@ -94,15 +112,13 @@ class GenerationService:
             if text is not None and len(text) > limit:
                 raise InvalidRequest(f"{field} is {len(text)} characters; the limit is {limit}", field=field)
 
-    def _decode_inputs(self, body: GenerationBody) -> tuple[Image.Image | None, Image.Image | None]:
+    def _decode_inputs(self, body: GenerationBody) -> Inputs:
         if not isinstance(body, Img2ImgBody | InpaintBody):
             return None, None
         image = imaging.decode_image(body.image, "image", self.limits.max_upload_pixels)
         if not isinstance(body, InpaintBody):
             return image, None
-        mask = imaging.decode_mask(body.mask, "mask", self.limits.max_upload_pixels)
-        imaging.check_mask_size(image, mask)
-        return image, mask
+        return image, imaging.decode_mask(body.mask, "mask", self.limits.max_upload_pixels)
 
     def _size(self, body: GenerationBody, image: Image.Image | None) -> tuple[int, int]:
         """Requested size; else the init image's (rounded down to the family's multiple); else the default."""

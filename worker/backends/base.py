@@ -22,6 +22,12 @@ class StepHooks(Protocol):
     def check(self) -> None:
         """Raise if the job should stop now."""
 
+    def wants_preview(self, step: int) -> bool:
+        """True if an intermediate image should be sent after `step`."""
+
+    def preview(self, step: int, image: Image.Image) -> None:
+        """Send the intermediate image of `step`."""
+
 
 class ImageGenerationBackend(Protocol):
     """A device that has (or will have) one model loaded and turns requests into PIL images."""

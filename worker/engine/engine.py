@@ -6,7 +6,6 @@ import functools
 import threading
 import time
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -18,6 +17,7 @@ from worker.engine.queue import JobQueue
 from worker.engine.request import GenerationRequest
 from worker.engine.results import encode_result
 from worker.errors import JobCancelled, NotFound
+from worker.outputs import OutputStore
 
 
 class Engine:
@@ -31,7 +31,7 @@ class Engine:
         job_timeout: float,
         keep_results: int,
         result_ttl: float,
-        output_dir: Path | None,
+        store: OutputStore,
     ) -> None:
         self.backend = backend
         self._job_timeout = job_timeout
@@ -40,9 +40,8 @@ class Engine:
         self._queue = JobQueue(max_queue)
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
-        if output_dir is not None:
-            output_dir.mkdir(parents=True, exist_ok=True)
-        encoder = functools.partial(self._encode, output_dir=output_dir)
+        self.store = store
+        encoder = functools.partial(self._encode, store=store)
         self._executor = DeviceExecutor(backend, self._queue, encoder)
 
     def start(self) -> None:
@@ -115,5 +114,5 @@ class Engine:
                 del self._jobs[job.id]
                 excess -= 1
 
-    def _encode(self, job: Job, images: list[Image.Image], *, output_dir: Path | None) -> dict[str, Any]:
-        return encode_result(job, images, self.backend.family.name, self.backend.default_scheduler, output_dir)
+    def _encode(self, job: Job, images: list[Image.Image], *, store: OutputStore) -> dict[str, Any]:
+        return encode_result(job, images, self.backend.family.name, self.backend.default_scheduler, store)

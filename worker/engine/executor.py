@@ -11,6 +11,7 @@ from typing import Any
 
 from PIL import Image
 
+from worker import imaging
 from worker.backends.base import ImageGenerationBackend
 from worker.engine.job import Job
 from worker.engine.queue import JobQueue
@@ -30,6 +31,9 @@ class JobHooks:
         self.started = time.monotonic()
         self.deadline = self.started + job.timeout
         self.denoise_started = self.started
+        count = job.request.previews
+        # evenly spread, never the last step (that one is the final image)
+        self.preview_steps = {round(self.total * (i + 1) / (count + 1)) for i in range(count)} - {0, self.total}
 
     def stage(self, name: str) -> None:
         """Publish a `stage` event."""
@@ -53,6 +57,14 @@ class JobHooks:
         self.check()
         if step == self.total:
             self.stage("decoding")
+
+    def wants_preview(self, step: int) -> bool:
+        """True at the steps chosen for intermediate images."""
+        return step in self.preview_steps
+
+    def preview(self, step: int, image: Image.Image) -> None:
+        """Publish a `preview` event: a small JPEG of the current estimate."""
+        self.job.publish("preview", step=step, image=imaging.preview_jpeg(image))
 
     def check(self) -> None:
         """Raise JobCancelled or JobTimeout if the job must stop now."""

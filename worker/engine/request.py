@@ -28,6 +28,8 @@ class GenerationRequest:
     strength: float | None = None
     image: Image.Image | None = field(default=None, repr=False)
     mask: Image.Image | None = field(default=None, repr=False)  # already blurred by `mask_blur`
+    output_compression: int | None = None  # 0-100; None = the format's default
+    previews: int = 0  # intermediate images to send, evenly spread over the denoising steps
     echo: dict[str, Any] = field(default_factory=dict, repr=False)  # the request as sent, for metadata
 
     @property

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from worker import imaging
 from worker.engine.job import Job
+from worker.outputs import OutputStore
 from worker.pipelines.families import SAMPLER_LABELS, SCHEDULER_CLASS_LABELS
 
 
 def encode_result(
-    job: Job, images: list[Image.Image], model_name: str, default_sampler: str, output_dir: Path | None
+    job: Job, images: list[Image.Image], model_name: str, default_sampler: str, store: OutputStore
 ) -> dict[str, Any]:
     """Encode every image of `job` and build the payload of its `complete` event."""
     request = job.request
@@ -23,6 +23,7 @@ def encode_result(
     else:
         sampler = SCHEDULER_CLASS_LABELS.get(default_sampler, default_sampler)
     encoded: list[str] = []
+    files: list[str] = []
     for index, (image, seed) in enumerate(zip(images, request.seeds, strict=True)):
         text = imaging.infotext(
             prompt=request.prompt,
@@ -36,9 +37,10 @@ def encode_result(
             model=model_name,
             strength=request.strength,
         )
-        data = imaging.encode_image(image, request.output_format, text, {**request.echo, "seed": seed})
-        if output_dir is not None:
-            (output_dir / f"{job.id}-{index}.{request.output_format}").write_bytes(data)
+        echo = {**request.echo, "seed": seed}
+        data = imaging.encode_image(image, request.output_format, text, echo, request.output_compression)
+        if store.persist_all:
+            files.append(store.save(job.id, index, request.output_format, data))
         encoded.append(imaging.to_base64(data))
     started = job.started_at or job.created_at
     return {
@@ -50,4 +52,5 @@ def encode_result(
         "width": images[0].width,
         "height": images[0].height,
         "elapsed_ms": round((time.time() - started) * 1000),
+        **({"files": files} if files else {}),
     }

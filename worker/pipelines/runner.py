@@ -77,6 +77,16 @@ def count_steps(model: LoadedModel, request: GenerationRequest) -> int:
     return max(len(scheduler.timesteps) - skipped, 0)
 
 
+def decode_latents(model: LoadedModel, latents: Any) -> Image.Image:
+    """The first image of a batch of intermediate latents, through the VAE (as the pipelines decode)."""
+    vae = model.base.vae
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    scaled = latents[:1] / vae.config.scaling_factor + shift
+    decoded = vae.decode(scaled.to(vae.dtype), return_dict=False)[0]
+    image: Image.Image = model.base.image_processor.postprocess(decoded, output_type="pil")[0]
+    return image
+
+
 def run(model: LoadedModel, request: GenerationRequest, hooks: StepHooks, generator_device: str) -> list[Image.Image]:
     """Generate the request's images; raising from the step callback stops the loop before the VAE decode."""
     pipe = model.variants[request.task]
@@ -84,6 +94,8 @@ def run(model: LoadedModel, request: GenerationRequest, hooks: StepHooks, genera
 
     def on_step_end(_pipe: Any, index: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
         hooks.step(index + 1)
+        if hooks.wants_preview(index + 1):
+            hooks.preview(index + 1, decode_latents(model, tensors["latents"]))
         return tensors
 
     kwargs = call_kwargs(pipe, request, generator_device)
@@ -108,6 +120,13 @@ class _SilentHooks:
 
     def check(self) -> None:
         """Never stops."""
+
+    def wants_preview(self, step: int) -> bool:
+        """Never."""
+        return False
+
+    def preview(self, step: int, image: Image.Image) -> None:
+        """Ignored."""
 
 
 def warm_up(model: LoadedModel, generator_device: str, size: int | None = None) -> None:

@@ -1,0 +1,67 @@
+"""OpenAI Images request bodies, plus our `nvext` extensions (also accepted at the top level)."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from worker.errors import InvalidRequest
+
+SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
+Quality = Literal["auto", "low", "medium", "high", "standard", "hd"]
+
+
+class NvExt(BaseModel):
+    """Diffusion knobs OpenAI's API lacks (the name follows NVIDIA's NIM/Dynamo extension)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    negative_prompt: str | None = None
+    num_inference_steps: int | None = Field(None, ge=1)
+    guidance_scale: float | None = Field(None, ge=0, le=100, allow_inf_nan=False)
+    seed: int | None = Field(None, ge=-1, lt=2**32)
+
+
+class ImageRequest(NvExt):
+    """Fields shared by generations and edits."""
+
+    prompt: str = Field(min_length=1)
+    model: str | None = None
+    n: int = Field(1, ge=1)
+    size: str = "auto"
+    response_format: Literal["url", "b64_json"] = "b64_json"
+    output_format: Literal["png", "jpeg", "webp"] = "png"
+    output_compression: int | None = Field(None, ge=0, le=100)
+    quality: Quality = "auto"
+    background: Literal["auto", "opaque"] = "auto"
+    user: str | None = None
+    stream: bool = False
+    partial_images: int = Field(0, ge=0, le=3)
+    nvext: NvExt | None = None
+
+    def extension(self, name: str) -> object:
+        """An extension value: `nvext.name` wins over the top-level `name`."""
+        if self.nvext is not None and getattr(self.nvext, name) is not None:
+            return getattr(self.nvext, name)
+        return getattr(self, name)
+
+    def dimensions(self) -> tuple[int, int] | None:
+        """(width, height) from "WxH", or None for "auto"."""
+        if self.size == "auto":
+            return None
+        match = SIZE.match(self.size)
+        if match is None:
+            raise InvalidRequest(f"size must be 'auto' or 'WIDTHxHEIGHT', got {self.size!r}", field="size")
+        return int(match.group(1)), int(match.group(2))
+
+
+class ImageGenerationRequest(ImageRequest):
+    """`POST /v1/images/generations` (JSON)."""
+
+
+class ImageEditRequest(ImageRequest):
+    """`POST /v1/images/edits` (multipart form fields besides the files)."""
+
+    strength: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)

@@ -1,0 +1,50 @@
+"""Where output images live on disk: server-made names only, in one folder, bounded by count and age."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from worker.errors import NotFound
+
+FILE_ID = re.compile(r"^[0-9a-f]{32}-\d{1,2}\.(png|jpeg|webp)$")
+
+
+class OutputStore:
+    """`--output-dir` (or a private temp folder): every name is `<job id>-<index>.<format>`, made here."""
+
+    def __init__(self, directory: Path | None, keep: int, max_age: float) -> None:
+        self.directory = directory if directory is not None else Path(tempfile.mkdtemp(prefix="sd-worker-"))
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.persist_all = directory is not None  # --output-dir: keep every image, not only those asked for
+        self._keep = keep
+        self._max_age = max_age
+        self._lock = threading.Lock()
+
+    def save(self, job_id: str, index: int, fmt: str, data: bytes) -> str:
+        """Write one image and return its file id (the name); prunes past the retention limits."""
+        file_id = f"{job_id}-{index}.{fmt}"
+        if not FILE_ID.match(file_id):
+            raise ValueError(f"not a server-made file id: {file_id!r}")
+        (self.directory / file_id).write_bytes(data)
+        self._prune()
+        return file_id
+
+    def path(self, file_id: str) -> Path:
+        """The file for an id from a request: anything not shaped like our names is simply not found."""
+        path = self.directory / file_id
+        if not FILE_ID.match(file_id) or not path.is_file():
+            raise NotFound(f"no file {file_id!r}", field="file_id")
+        return path
+
+    def _prune(self) -> None:
+        with self._lock:
+            ours = [p for p in self.directory.iterdir() if FILE_ID.match(p.name)]
+            ours.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+            cutoff = time.time() - self._max_age
+            for index, path in enumerate(ours):
+                if index >= self._keep or path.stat().st_mtime < cutoff:
+                    path.unlink(missing_ok=True)
