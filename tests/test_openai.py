@@ -142,3 +142,31 @@ def test_no_request_field_can_write_outside_the_output_dir(client: openai.OpenAI
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert written and all(p.parent == tmp_path / "out" for p in written)
     assert not list(tmp_path.parent.rglob("escaped*"))
+
+
+def test_output_url_uploads_through_fsspec_and_returns_that_url(
+    backend_for: Any, tiny_model: Any, tmp_path: Path
+) -> None:
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    settings = worker_settings("sd15", tiny_model("sd15"), output_url=f"file://{bucket}")
+    with live_server(settings, backend_for("sd15")) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        result = client.images.generate(prompt="a cat", size="64x64", response_format="url", extra_body=NV)
+    location = result.data[0].url or ""
+    assert location.startswith(f"file://{bucket}/")
+    assert Image.open(location.removeprefix("file://")).size == (64, 64)
+
+
+def test_quality_and_compression_change_what_is_made(client: openai.OpenAI) -> None:
+    def size_of(**kwargs: Any) -> int:
+        result = client.images.generate(
+            prompt="a cat", size="64x64", output_format="jpeg", extra_body={"nvext": {"seed": 5}}, **kwargs
+        )
+        return len(base64.b64decode(result.data[0].b64_json or ""))
+
+    assert size_of(output_compression=90) < size_of(output_compression=0)
+    low = client.images.generate(prompt="a cat", size="64x64", quality="low", extra_body={"nvext": {"seed": 5}})
+    high = client.images.generate(prompt="a cat", size="64x64", quality="high", extra_body={"nvext": {"seed": 5}})
+    steps = [decode(r.data[0].b64_json or "").info["parameters"].split("Steps: ")[1].split(",")[0] for r in (low, high)]
+    assert steps == ["15", "45"]  # half and 1.5x the family's 30 default steps

@@ -14,12 +14,16 @@ FILE_ID = re.compile(r"^[0-9a-f]{32}-\d{1,2}\.(png|jpeg|webp)$")
 
 
 class OutputStore:
-    """`--output-dir` (or a private temp folder): every name is `<job id>-<index>.<format>`, made here."""
+    """`--output-dir` (or a private temp folder): every name is `<job id>-<index>.<format>`, made here.
 
-    def __init__(self, directory: Path | None, keep: int, max_age: float) -> None:
+    With `remote` (an fsspec URL, `--output-url`) images are uploaded there instead and their URLs handed out.
+    """
+
+    def __init__(self, directory: Path | None, keep: int, max_age: float, remote: str | None = None) -> None:
         self.directory = directory if directory is not None else Path(tempfile.mkdtemp(prefix="sd-worker-"))
         self.directory.mkdir(parents=True, exist_ok=True)
         self.persist_all = directory is not None  # --output-dir: keep every image, not only those asked for
+        self.remote = remote.rstrip("/") if remote else None
         self._keep = keep
         self._max_age = max_age
         self._lock = threading.Lock()
@@ -29,9 +33,21 @@ class OutputStore:
         file_id = f"{job_id}-{index}.{fmt}"
         if not FILE_ID.match(file_id):
             raise ValueError(f"not a server-made file id: {file_id!r}")
-        (self.directory / file_id).write_bytes(data)
-        self._prune()
+        if self.remote is not None:
+            import fsspec
+
+            with fsspec.open(f"{self.remote}/{file_id}", "wb") as remote_file:
+                remote_file.write(data)
+        if self.remote is None or self.persist_all:
+            (self.directory / file_id).write_bytes(data)
+            self._prune()
         return file_id
+
+    def url(self, file_id: str, base_url: str) -> str:
+        """Where a client fetches a saved image: the --output-url location, or GET /v1/files/{id} here."""
+        if self.remote is not None:
+            return f"{self.remote}/{file_id}"
+        return f"{base_url.rstrip('/')}/v1/files/{file_id}"
 
     def path(self, file_id: str) -> Path:
         """The file for an id from a request: anything not shaped like our names is simply not found."""

@@ -40,7 +40,7 @@ def create_app(
         job_timeout=settings.job_timeout,
         keep_results=settings.keep_results,
         result_ttl=settings.result_ttl,
-        store=OutputStore(settings.output_dir, settings.output_keep, settings.output_max_age),
+        store=OutputStore(settings.output_dir, settings.output_keep, settings.output_max_age, settings.output_url),
     )
     state = WorkerState(settings, backend, engine, GenerationService(engine, backend.family, settings.limits))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,6 +22,7 @@ from worker.engine.job import Job
 from worker.engine.request import Task
 from worker.errors import ModelNotFound
 
+log = logging.getLogger(__name__)
 QUALITY_STEPS = {"low": 0.5, "high": 1.5, "hd": 1.5}  # × the family's default steps
 EVENT_QUALITY = {"standard": "auto", "hd": "high"}  # OpenAI's event schema knows only low/medium/high/auto
 NO_USAGE = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0,
@@ -62,7 +64,10 @@ class OpenAIImages:
         native = dataclasses.replace(
             native, output_compression=request.output_compression, previews=request.partial_images * request.stream
         )
-        return service.engine.submit(native)
+        job = service.engine.submit(native)
+        if request.user is not None:
+            log.info("job %s for user %r", job.id, request.user)  # OpenAI's end-user id, for tracing abuse
+        return job
 
     async def response(self, job: Job, request: ImageRequest, base_url: str) -> dict[str, Any]:
         """The `ImagesResponse` of a completed job (files are written off the event loop for `url`)."""
@@ -73,7 +78,7 @@ class OpenAIImages:
             item: dict[str, Any] = {"revised_prompt": request.prompt, "seed": seed}
             if request.response_format == "url":
                 file_id = await run_in_threadpool(self._file_for, job, index, data)
-                item["url"] = f"{base_url.rstrip('/')}/v1/files/{file_id}"
+                item["url"] = self.state.engine.store.url(file_id, base_url)
             else:
                 item["b64_json"] = data
             items.append(item)
