@@ -476,6 +476,28 @@ def export_single_file(folder: Path, out_file: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ CLI
+def make_lora(folder: Path, out_file: Path, seed: int = 0, rank: int = 4) -> Path:
+    """A LoRA for the UNet of the tiny pipeline at ``folder`` (PEFT, saved with diffusers' helper), random but
+    non-zero, so applying it visibly changes images. Returns ``out_file`` (a ``.safetensors`` path)."""
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    unet = UNet2DConditionModel.from_pretrained(str(folder / "unet"))
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+                                target_modules=["to_k", "to_q", "to_v", "to_out.0"]))  # fmt: skip
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in unet.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    StableDiffusionPipeline.save_lora_weights(str(out_file.parent), unet_lora_layers=layers, weight_name=out_file.name)
+    return out_file
+
+
 def main() -> None:
     """CLI: build the requested tiny pipelines under ``OUT_DIR/<arch>``."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     compile: bool = False
     max_queue: int = Field(16, ge=0, description="Jobs waiting (not running) before 429.")
     output_dir: Path | None = None
+    lora_dir: Path | None = Field(None, description="Folder of .safetensors LoRA files requests may apply.")
     output_url: str | None = Field(None, description="fsspec URL (file://, s3://…) to upload url-response images to.")
     output_keep: int = Field(1000, ge=1, description="Images kept in the output folder (newest first).")
     output_max_age: float = Field(7 * 24 * 3600.0, gt=0, description="Seconds an output image is kept.")

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from worker import __version__
 from worker.api.errors import error_response
@@ -74,6 +75,20 @@ async def img2img(body: Img2ImgBody, request: Request, state: State) -> Response
 async def inpaint(body: InpaintBody, request: Request, state: State) -> Response:
     """Inpainting: white mask pixels are repainted, the rest is returned unchanged."""
     return await _generate("inpaint", body, request, state)
+
+
+@router.get("/v1/loras")
+async def list_loras(state: State) -> dict[str, Any]:
+    """The LoRA files requests may name (empty without --lora-dir)."""
+    library = state.backend.loras
+    return {"loras": library.list() if library is not None else []}
+
+
+@router.post("/v1/loras/refresh")
+async def refresh_loras(state: State) -> dict[str, Any]:
+    """Rescan --lora-dir (off the event loop: it reads file headers)."""
+    library = state.backend.loras
+    return {"loras": await run_in_threadpool(library.refresh) if library is not None else []}
 
 
 @router.get("/v1/jobs")

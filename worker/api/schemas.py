@@ -7,6 +7,15 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class LoraSpec(BaseModel):
+    """One LoRA for one job: a file name (without .safetensors) from --lora-dir and its strength."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128)
+    weight: float = Field(1.0, ge=-4, le=4, allow_inf_nan=False)
+
+
 class GenerationBody(BaseModel):
     """`POST /execute`: text-to-image. Omitted fields take the loaded family's defaults."""
 
@@ -22,6 +31,7 @@ class GenerationBody(BaseModel):
     num_samples: int = Field(1, ge=1)
     scheduler: str | None = None
     output_format: Literal["png", "jpeg", "webp"] = "png"
+    loras: list[LoraSpec] = Field(default_factory=list, max_length=8)
 
 
 class Img2ImgBody(GenerationBody):

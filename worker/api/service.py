@@ -85,6 +85,7 @@ class GenerationService:
             image = imaging.fit_image(image, width, height)
         if mask is not None:
             mask = imaging.blur_mask(imaging.fit_image(mask, width, height), getattr(body, "mask_blur", 0))
+        loras = self._loras(body)
         seed = body.seed if body.seed is not None and body.seed >= 0 else secrets.randbelow(SEED_SPACE)
         seeds = tuple((seed + i) % SEED_SPACE for i in range(body.num_samples))
         echo: dict[str, Any] = body.model_dump(exclude={"image", "mask"})
@@ -103,7 +104,21 @@ class GenerationService:
             strength=strength,
             image=image,
             mask=mask,
+            loras=loras,
             echo=echo,
+        )
+
+    def _loras(self, body: GenerationBody) -> tuple[tuple[str, str, float, int], ...]:
+        if not body.loras:
+            return ()
+        library = self.engine.backend.loras
+        if library is None:
+            raise InvalidRequest("this worker has no LoRA folder (start it with --lora-dir)", field="loras")
+        names = [spec.name for spec in body.loras]
+        if len(set(names)) != len(names):
+            raise InvalidRequest("each LoRA may be named once per request", field="loras")
+        return tuple(
+            library.resolve(spec.name, f"loras.{i}.name").use(spec.weight) for i, spec in enumerate(body.loras)
         )
 
     def _check_text(self, body: GenerationBody) -> None:

@@ -8,6 +8,7 @@ from PIL import Image
 
 from worker.engine.request import GenerationRequest
 from worker.pipelines.families import Family
+from worker.pipelines.lora import LoraLibrary
 
 
 class StepHooks(Protocol):
@@ -34,6 +35,7 @@ class ImageGenerationBackend(Protocol):
 
     family: Family
     model_ref: str
+    loras: LoraLibrary | None  # with --lora-dir, once loaded
 
     @property
     def loaded(self) -> bool:

@@ -27,6 +27,7 @@ from worker.errors import ConfigError, OutOfMemory
 from worker.pipelines import runner
 from worker.pipelines.families import get_family
 from worker.pipelines.loading import load_pipeline
+from worker.pipelines.lora import LoraLibrary
 from worker.pipelines.model import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class TorchBackend:
         self._dtype = resolve_dtype(self.kind, self.family, settings)
         self.check_options(settings)
         self.attention_backend = attention.DEFAULT
+        self.loras: LoraLibrary | None = None
         self._model: LoadedModel | None = None
 
     @property
@@ -96,6 +98,9 @@ class TorchBackend:
         if self.settings.compile:
             model.denoiser.compile()
         self._choose_attention_and_warm_up(model)
+        if self.settings.lora_dir is not None:
+            cross_dim = getattr(model.denoiser.config, "cross_attention_dim", None)
+            self.loras = LoraLibrary(self.settings.lora_dir, None if model.family.flow else cross_dim)
         self._model = model
         log.info(
             "loaded %s (%s) on %s/%s, attention %s, in %.1fs",

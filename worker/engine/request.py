@@ -29,6 +29,7 @@ class GenerationRequest:
     image: Image.Image | None = field(default=None, repr=False)
     mask: Image.Image | None = field(default=None, repr=False)  # already blurred by `mask_blur`
     output_compression: int | None = None  # 0-100; None = the format's default
+    loras: tuple[tuple[str, str, float, int], ...] = ()  # (name, path, weight, file version), see pipelines.lora
     previews: int = 0  # intermediate images to send, evenly spread over the denoising steps
     echo: dict[str, Any] = field(default_factory=dict, repr=False)  # the request as sent, for metadata
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
 
 from worker.engine.request import Task
 from worker.pipelines.families import Family
+from worker.pipelines.lora import AdapterState
 
 
 @dataclass
@@ -20,6 +21,7 @@ class LoadedModel:
     base: Any
     variants: dict[Task, Any]
     default_scheduler: Any
+    adapters: AdapterState = field(default_factory=AdapterState)
 
     @classmethod
     def from_base(cls, family: Family, ref: str, base: Any) -> LoadedModel:

@@ -100,6 +100,7 @@ def run(model: LoadedModel, request: GenerationRequest, hooks: StepHooks, genera
 
     kwargs = call_kwargs(pipe, request, generator_device)
     hooks.check()
+    model.adapters.activate(model.base, request.loras)
     hooks.stage("encoding_prompt")
     with _signal_denoising(model.denoiser, hooks):
         images: list[Image.Image] = pipe(**kwargs, callback_on_step_end=on_step_end).images
