@@ -37,10 +37,11 @@ def free_port() -> int:
         return port
 
 
-def start_worker(model: Path, port: int, threads: int) -> subprocess.Popen[bytes]:
-    """`sd-worker` serving `model` with `threads` torch threads, once /ready answers 200."""
-    command = [sys.executable, "-c", "from worker.cli import main; main()", "--sd-version", "v1-5",
-               "--model-path", str(model), "--port", str(port)]
+def start_worker(model: Path | None, port: int, threads: int) -> subprocess.Popen[bytes]:
+    """`sd-worker` serving `model` (a tiny SD1.5 folder; None = the bundled demo model) with `threads` torch
+    threads, once /ready answers 200."""
+    source = ["--sd-version", "v1-5", "--model-path", str(model)] if model is not None else ["--sd-version", "demo"]
+    command = [sys.executable, "-c", "from worker.cli import main; main()", *source, "--port", str(port)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 120
@@ -68,8 +69,14 @@ def http_job(client: httpx.Client, body: dict[str, Any]) -> float:
 def direct_job(pipe: Any, body: dict[str, Any]) -> float:
     """Seconds for the same call on the pipeline directly."""
     start = time.perf_counter()
-    pipe(prompt=body["prompt"], num_inference_steps=body["steps"], guidance_scale=body["guidance_scale"],
-         height=body["height"], width=body["width"], generator=[torch.Generator().manual_seed(body["seed"])])
+    pipe(
+        prompt=body["prompt"],
+        num_inference_steps=body["steps"],
+        guidance_scale=body["guidance_scale"],
+        height=body["height"],
+        width=body["width"],
+        generator=[torch.Generator().manual_seed(body["seed"])],
+    )
     return time.perf_counter() - start
 
 
@@ -80,14 +87,24 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                        help="torch threads on both sides (1 on a busy machine: oversubscription wrecks timings)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=torch.get_num_threads(),
+        help="torch threads on both sides (1 on a busy machine: oversubscription wrecks timings)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model_path or make_tiny_models.build("sd15", Path(tmp) / "sd15")
-        body = {"prompt": "a red cat on a beach", "steps": args.steps, "guidance_scale": 7.5, "seed": 1,
-                "width": args.size, "height": args.size}
+        body = {
+            "prompt": "a red cat on a beach",
+            "steps": args.steps,
+            "guidance_scale": 7.5,
+            "seed": 1,
+            "width": args.size,
+            "height": args.size,
+        }
         pipe = DiffusionPipeline.from_pretrained(str(model))
         pipe.set_progress_bar_config(disable=True)
         port = free_port()
@@ -103,8 +120,18 @@ def main() -> None:
             worker.terminate()
             worker.wait(30)
     d, h = statistics.median(direct), statistics.median(http)
-    print(json.dumps({"model": str(args.model_path or "tiny sd15"), "size": args.size, "steps": args.steps,
-                      "runs": args.runs, "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count()}))
+    print(
+        json.dumps(
+            {
+                "model": str(args.model_path or "tiny sd15"),
+                "size": args.size,
+                "steps": args.steps,
+                "runs": args.runs,
+                "torch_threads": torch.get_num_threads(),
+                "cpus": os.cpu_count(),
+            }
+        )
+    )
     print(f"direct diffusers call   median {d * 1000:8.1f} ms")
     print(f"HTTP + SSE end to end   median {h * 1000:8.1f} ms")
     print(f"ratio (goal <= 1.03)           {h / d:8.3f}")

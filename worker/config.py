@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     compile: bool = False
     max_queue: int = Field(16, ge=0, description="Jobs waiting (not running) before 429.")
     output_dir: Path | None = None
+    preview_decoder: Literal["linear", "vae"] = Field(
+        "linear", description="previews by a fitted latent→RGB projection (cheap) or a full VAE decode"
+    )
     lora_dir: Path | None = Field(None, description="Folder of .safetensors LoRA files requests may apply.")
     output_url: str | None = Field(None, description="fsspec URL (file://, s3://…) to upload url-response images to.")
     output_keep: int = Field(1000, ge=1, description="Images kept in the output folder (newest first).")

@@ -32,6 +32,7 @@ class GenerationBody(BaseModel):
     scheduler: str | None = None
     output_format: Literal["png", "jpeg", "webp"] = "png"
     loras: list[LoraSpec] = Field(default_factory=list, max_length=8)
+    preview_every: int = Field(0, ge=0, description="send a `preview` event every N steps (0 = off)")
 
 
 class Img2ImgBody(GenerationBody):

@@ -105,6 +105,7 @@ class GenerationService:
             image=image,
             mask=mask,
             loras=loras,
+            preview_every=body.preview_every,
             echo=echo,
         )
 

@@ -94,6 +94,7 @@ class TorchBackend:
             base.vae.enable_slicing()
         retry_decode_with_tiling(base.vae, self.is_oom, self.release_memory)
         model = LoadedModel.from_base(self.family, self.model_ref, base)
+        model.preview_decoder = self.settings.preview_decoder
         log_residency(base)
         if self.settings.compile:
             model.denoiser.compile()

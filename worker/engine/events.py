@@ -27,6 +27,7 @@ class EventLog:
         self._events: list[Event] = []
         self._closed = False
         self._wakers: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._cursors: dict[int, int] = {}  # live subscriber → events it has taken
 
     def publish(self, name: str, data: dict[str, Any]) -> Event:
         """Append an event and wake every subscriber. Ignored once the log is closed."""
@@ -51,6 +52,11 @@ class EventLog:
         """True once the job has reached a final event."""
         return self._closed
 
+    def backlog(self) -> int:
+        """Events the slowest live subscriber has not taken yet (0 without subscribers)."""
+        with self._lock:
+            return len(self._events) - min(self._cursors.values(), default=len(self._events))
+
     def snapshot(self) -> list[Event]:
         """Every event so far."""
         with self._lock:
@@ -61,6 +67,7 @@ class EventLog:
         waker = (asyncio.get_running_loop(), asyncio.Event())
         with self._lock:
             self._wakers.add(waker)
+            self._cursors[id(waker)] = 0
         try:
             index = 0
             while True:
@@ -68,6 +75,7 @@ class EventLog:
                 with self._lock:
                     batch = self._events[index:]
                     closed = self._closed
+                    self._cursors[id(waker)] = index + len(batch)
                 index += len(batch)
                 for event in batch:
                     yield event
@@ -82,6 +90,7 @@ class EventLog:
         finally:
             with self._lock:
                 self._wakers.discard(waker)
+                self._cursors.pop(id(waker), None)
 
     @staticmethod
     def _wake(wakers: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]) -> None:

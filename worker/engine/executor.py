@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from PIL import Image
@@ -19,21 +19,26 @@ from worker.errors import JobCancelled, JobTimeout, ModelError, WorkerError
 
 log = logging.getLogger(__name__)
 
+MAX_PREVIEW_BACKLOG = 8  # events a client may lag behind before previews are skipped for it
 Encoder = Callable[[Job, list[Image.Image]], dict[str, Any]]
 
 
 class JobHooks:
     """The `StepHooks` of one job: publishes stage/progress events and stops the job when asked."""
 
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: Job, encode_pool: ThreadPoolExecutor) -> None:
         self.job = job
+        self._pool = encode_pool
+        self._preview_in_flight = False
+        self.pending: list[Future[None]] = []  # preview encodes the final result waits for
         self.total = job.total_steps
         self.started = time.monotonic()
         self.deadline = self.started + job.timeout
         self.denoise_started = self.started
-        count = job.request.previews
-        # evenly spread, never the last step (that one is the final image)
-        self.preview_steps = {round(self.total * (i + 1) / (count + 1)) for i in range(count)} - {0, self.total}
+        count, every = job.request.previews, job.request.preview_every
+        # OpenAI partials: evenly spread, never the last step (that one is the final image)
+        self.partial_steps = {round(self.total * (i + 1) / (count + 1)) for i in range(count)} - {0, self.total}
+        self.preview_steps = set(range(every, self.total + 1, every)) if every else set()
 
     def stage(self, name: str) -> None:
         """Publish a `stage` event."""
@@ -59,12 +64,24 @@ class JobHooks:
             self.stage("decoding")
 
     def wants_preview(self, step: int) -> bool:
-        """True at the steps chosen for intermediate images."""
-        return step in self.preview_steps
+        """True at the chosen steps. `preview_every` previews are skipped while the last one is still encoding
+        or a client lags behind; the partial images OpenAI clients count on are always made."""
+        if step in self.partial_steps:
+            return True
+        wanted = step in self.preview_steps
+        return wanted and not self._preview_in_flight and self.job.events.backlog() <= MAX_PREVIEW_BACKLOG
 
     def preview(self, step: int, image: Image.Image) -> None:
-        """Publish a `preview` event: a small JPEG of the current estimate."""
-        self.job.publish("preview", step=step, image=imaging.preview_jpeg(image))
+        """Encode the picture off the denoising thread, then publish a `preview` event (a small JPEG)."""
+        self._preview_in_flight = True
+
+        def encode_and_publish() -> None:
+            try:
+                self.job.publish("preview", step=step, image=imaging.preview_jpeg(image))
+            finally:
+                self._preview_in_flight = False
+
+        self.pending.append(self._pool.submit(encode_and_publish))
 
     def check(self) -> None:
         """Raise JobCancelled or JobTimeout if the job must stop now."""
@@ -113,7 +130,8 @@ class DeviceExecutor:
         try:
             job.total_steps = self._backend.count_steps(job.request)
             job.publish("started", seeds=list(job.request.seeds), total_steps=job.total_steps)
-            images = self._backend.generate(job.request, JobHooks(job))
+            hooks = JobHooks(job, self._encode_pool)
+            images = self._backend.generate(job.request, hooks)
         except WorkerError as exc:
             job.fail(exc)
             return
@@ -124,9 +142,10 @@ class DeviceExecutor:
         finally:
             self.average_seconds = 0.8 * self.average_seconds + 0.2 * (time.monotonic() - started)
         job.publish("stage", stage="encoding_image")
-        self._encode_pool.submit(self._finish, job, images)
+        self._encode_pool.submit(self._finish, job, images, hooks.pending)
 
-    def _finish(self, job: Job, images: list[Image.Image]) -> None:
+    def _finish(self, job: Job, images: list[Image.Image], previews: list[Future[None]]) -> None:
+        wait(previews)  # every preview is out before `complete` closes the stream
         try:
             job.complete(self._encoder(job, images))
         except Exception as exc:

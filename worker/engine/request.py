@@ -30,7 +30,8 @@ class GenerationRequest:
     mask: Image.Image | None = field(default=None, repr=False)  # already blurred by `mask_blur`
     output_compression: int | None = None  # 0-100; None = the format's default
     loras: tuple[tuple[str, str, float, int], ...] = ()  # (name, path, weight, file version), see pipelines.lora
-    previews: int = 0  # intermediate images to send, evenly spread over the denoising steps
+    previews: int = 0  # intermediate images to send, evenly spread over the denoising steps (OpenAI partials)
+    preview_every: int = 0  # also one every N steps (native `preview_every`)
     echo: dict[str, Any] = field(default_factory=dict, repr=False)  # the request as sent, for metadata
 
     @property

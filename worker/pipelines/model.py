@@ -10,6 +10,7 @@ from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
 from worker.engine.request import Task
 from worker.pipelines.families import Family
 from worker.pipelines.lora import AdapterState
+from worker.pipelines.preview import LatentProjection, fit_projection
 
 
 @dataclass
@@ -22,6 +23,16 @@ class LoadedModel:
     variants: dict[Task, Any]
     default_scheduler: Any
     adapters: AdapterState = field(default_factory=AdapterState)
+    preview_decoder: str = "linear"
+    _projection: LatentProjection | None = None
+
+    def preview(self, latents: Any, decode: Any) -> Any:
+        """A PIL picture of intermediate latents: the fitted projection (fitted on first use) or `decode`."""
+        if self.preview_decoder == "vae":
+            return decode(self, latents)
+        if self._projection is None:
+            self._projection = fit_projection(self.base)
+        return self._projection.render(latents)
 
     @classmethod
     def from_base(cls, family: Family, ref: str, base: Any) -> LoadedModel:

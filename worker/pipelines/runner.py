@@ -95,7 +95,7 @@ def run(model: LoadedModel, request: GenerationRequest, hooks: StepHooks, genera
     def on_step_end(_pipe: Any, index: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
         hooks.step(index + 1)
         if hooks.wants_preview(index + 1):
-            hooks.preview(index + 1, decode_latents(model, tensors["latents"]))
+            hooks.preview(index + 1, model.preview(tensors["latents"], decode_latents))
         return tensors
 
     kwargs = call_kwargs(pipe, request, generator_device)
