@@ -77,6 +77,10 @@ def serve(
     worker_id: Annotated[str | None, typer.Option(help="Worker id (default hostname-port).")] = None,
     max_queue: Annotated[int | None, typer.Option(help="Jobs allowed to wait before 429 (default 16).")] = None,
     output_dir: Annotated[Path | None, typer.Option(help="Also write every image into this folder.")] = None,
+    lora_dir: Annotated[Path | None, typer.Option(help="Folder of .safetensors LoRAs requests may apply.")] = None,
+    preview_decoder: Annotated[
+        str | None, typer.Option(help="linear (default, cheap) | vae: how previews are made.")
+    ] = None,
     output_url: Annotated[str | None, typer.Option(help="fsspec URL for url-response images (file://, s3://).")] = None,
     callback_url: Annotated[str | None, typer.Option(help="Hive URL for the ready registration.")] = None,
     heartbeat_url: Annotated[
@@ -94,6 +98,7 @@ def serve(
         cuda_device=cuda_device, use_f16=use_f16, use_flash_attn=use_flash_attn, vae_tiling=vae_tiling,
         vae_slicing=vae_slicing, offload=offload, compile=compile, host=host, port=port, worker_id=worker_id,
         max_queue=max_queue, output_dir=output_dir, output_url=output_url, callback_url=callback_url,
+        lora_dir=lora_dir, preview_decoder=preview_decoder,
         heartbeat_url=heartbeat_url, heartbeat_interval=heartbeat_interval, advertise_url=advertise_url,
         drain_timeout=drain_timeout,
     )  # fmt: skip
