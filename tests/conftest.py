@@ -76,14 +76,15 @@ async def app_client(settings: Settings, backend: CpuBackend) -> AsyncIterator[h
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://worker", timeout=60) as client:
-            await wait_ready(client)
+            auth = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+            await wait_ready(client, auth)
             yield client
 
 
-async def wait_ready(client: httpx.AsyncClient, timeout: float = 60.0) -> None:
+async def wait_ready(client: httpx.AsyncClient, headers: dict[str, str] | None = None, timeout: float = 60.0) -> None:
     """Poll /ready until 200."""
     deadline = time.monotonic() + timeout
-    while (await client.get("/ready")).status_code != 200:
+    while (await client.get("/ready", headers=headers)).status_code != 200:
         if time.monotonic() > deadline:
             raise TimeoutError("worker never became ready")
         await asyncio.sleep(0.05)

@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     vae_slicing: bool = False
     offload: Offload = "none"
     compile: bool = False
+    api_key: str | None = Field(None, description="Require Authorization: Bearer <key> on every route but /health.")
     max_queue: int = Field(16, ge=0, description="Jobs waiting (not running) before 429.")
     output_dir: Path | None = None
     preview_decoder: Literal["linear", "vae"] = Field(

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from worker import __version__
 from worker.api.errors import install_error_handlers
 from worker.api.lifecycle import start_registration
-from worker.api.middleware import BodySizeLimit
+from worker.api.middleware import BearerAuth, BodySizeLimit
 from worker.api.openai.router import router as openai_router
 from worker.api.routes import router
 from worker.api.service import GenerationService
@@ -63,6 +63,8 @@ def create_app(
     app.include_router(router)
     app.include_router(openai_router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
+    if settings.api_key:
+        app.add_middleware(BearerAuth, api_key=settings.api_key)
     return app
 
 
