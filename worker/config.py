@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     offload: Offload = "none"
     compile: bool = False
     api_key: str | None = Field(None, description="Require Authorization: Bearer <key> on every route but /health.")
+    cors_origin: list[str] = Field(default_factory=list, description="Origins allowed by CORS (none: CORS off).")
     max_queue: int = Field(16, ge=0, description="Jobs waiting (not running) before 429.")
     output_dir: Path | None = None
     preview_decoder: Literal["linear", "vae"] = Field(

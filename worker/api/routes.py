@@ -51,6 +51,12 @@ async def health(state: State) -> dict[str, Any]:
     }
 
 
+@router.get("/metrics")
+async def metrics(state: State) -> Response:
+    """Prometheus metrics (text exposition format)."""
+    return Response(state.engine.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
 @router.get("/ready")
 async def ready(state: State) -> JSONResponse:
     """200 once loaded and warmed; 503 before that and while draining."""

@@ -17,6 +17,7 @@ from worker.engine.queue import JobQueue
 from worker.engine.request import GenerationRequest
 from worker.engine.results import encode_result
 from worker.errors import JobCancelled, NotFound
+from worker.metrics import Metrics
 from worker.outputs import OutputStore
 
 
@@ -32,6 +33,7 @@ class Engine:
         keep_results: int,
         result_ttl: float,
         store: OutputStore,
+        metrics: Metrics | None = None,
     ) -> None:
         self.backend = backend
         self._job_timeout = job_timeout
@@ -41,8 +43,10 @@ class Engine:
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
         self.store = store
+        self.metrics = metrics or Metrics()
+        self.metrics.watch_queue(lambda: len(self._queue))
         encoder = functools.partial(self._encode, store=store)
-        self._executor = DeviceExecutor(backend, self._queue, encoder)
+        self._executor = DeviceExecutor(backend, self._queue, encoder, self.metrics)
 
     def start(self) -> None:
         """Start the device thread."""
@@ -52,6 +56,7 @@ class Engine:
         """Refuse new jobs and fail the waiting ones; the running one carries on."""
         for job in self._queue.close():
             job.fail(JobCancelled("the worker is shutting down; the job was still queued"))
+            self.metrics.job_finished(job.status.value, 0.0, 0)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Close, then wait (up to `timeout`) for the running job and the executor thread to finish."""
@@ -103,6 +108,7 @@ class Engine:
         job.request_cancel(reason)
         if self._queue.remove(job):
             job.fail(JobCancelled(reason))
+            self.metrics.job_finished(job.status.value, 0.0, 0)
 
     def _prune(self) -> None:
         now = time.time()

@@ -16,6 +16,7 @@ from worker.backends.base import ImageGenerationBackend
 from worker.engine.job import Job
 from worker.engine.queue import JobQueue
 from worker.errors import JobCancelled, JobTimeout, ModelError, WorkerError
+from worker.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,10 @@ Encoder = Callable[[Job, list[Image.Image]], dict[str, Any]]
 class JobHooks:
     """The `StepHooks` of one job: publishes stage/progress events and stops the job when asked."""
 
-    def __init__(self, job: Job, encode_pool: ThreadPoolExecutor) -> None:
+    def __init__(self, job: Job, encode_pool: ThreadPoolExecutor, metrics: Metrics) -> None:
         self.job = job
+        self._metrics = metrics
+        self._last_step = time.monotonic()
         self._pool = encode_pool
         self._preview_in_flight = False
         self.pending: list[Future[None]] = []  # preview encodes the final result waits for
@@ -49,6 +52,8 @@ class JobHooks:
     def step(self, step: int) -> None:
         """Publish `progress` for a finished step, then stop the job if it was cancelled or timed out."""
         now = time.monotonic()
+        self._metrics.step_seconds.observe(now - max(self._last_step, self.denoise_started))
+        self._last_step = now
         per_step = (now - self.denoise_started) / step
         self.job.step = step
         self.job.publish(
@@ -94,8 +99,9 @@ class JobHooks:
 class DeviceExecutor:
     """Takes jobs from the queue and runs them on the backend; encoding is handed to a small thread pool."""
 
-    def __init__(self, backend: ImageGenerationBackend, queue: JobQueue, encoder: Encoder) -> None:
+    def __init__(self, backend: ImageGenerationBackend, queue: JobQueue, encoder: Encoder, metrics: Metrics) -> None:
         self._backend = backend
+        self._metrics = metrics
         self._queue = queue
         self._encoder = encoder
         self._encode_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sd-worker-encode")
@@ -117,6 +123,7 @@ class DeviceExecutor:
         while (job := self._queue.take()) is not None:
             if job.cancel_requested:
                 job.fail(JobCancelled(job.cancel_reason or "cancelled"))
+                self._metrics.job_finished(job.status.value, 0.0, 0)
                 continue
             self.active = job
             try:
@@ -130,24 +137,25 @@ class DeviceExecutor:
         try:
             job.total_steps = self._backend.count_steps(job.request)
             job.publish("started", seeds=list(job.request.seeds), total_steps=job.total_steps)
-            hooks = JobHooks(job, self._encode_pool)
+            hooks = JobHooks(job, self._encode_pool, self._metrics)
             images = self._backend.generate(job.request, hooks)
-        except WorkerError as exc:
-            job.fail(exc)
-            return
         except Exception as exc:  # a pipeline failure must fail this job only, never the thread
-            log.exception("job %s failed", job.id)
-            job.fail(ModelError(f"generation failed: {type(exc).__name__}: {exc}"))
+            if not isinstance(exc, WorkerError):
+                log.exception("job %s failed", job.id)
+                exc = ModelError(f"generation failed: {type(exc).__name__}: {exc}")
+            job.fail(exc)
+            self._metrics.job_finished(job.status.value, time.monotonic() - started, 0, exc.code)
             return
         finally:
             self.average_seconds = 0.8 * self.average_seconds + 0.2 * (time.monotonic() - started)
         job.publish("stage", stage="encoding_image")
-        self._encode_pool.submit(self._finish, job, images, hooks.pending)
+        self._encode_pool.submit(self._finish, job, images, hooks.pending, started)
 
-    def _finish(self, job: Job, images: list[Image.Image], previews: list[Future[None]]) -> None:
+    def _finish(self, job: Job, images: list[Image.Image], previews: list[Future[None]], started: float) -> None:
         wait(previews)  # every preview is out before `complete` closes the stream
         try:
             job.complete(self._encoder(job, images))
         except Exception as exc:
             log.exception("encoding job %s failed", job.id)
             job.fail(ModelError(f"encoding the images failed: {exc}"))
+        self._metrics.job_finished(job.status.value, time.monotonic() - started, len(images) * (job.result is not None))
