@@ -135,3 +135,26 @@ async def test_img2img_size_defaults_to_the_uploaded_image(client_for: Any) -> N
     async with client_for("sd15") as client:
         result = (await client.post("/img2img", json=body, headers=JSON)).json()
     assert (result["width"], result["height"]) == (48, 48)
+
+
+async def test_health_is_degraded_while_the_device_keeps_failing(client_for: Any, backend_for: Any) -> None:
+    failing = True
+
+    def maybe_fail(*_: Any) -> None:
+        if failing:
+            raise RuntimeError("injected device fault")
+
+    handle = backend_for("sd15").model.denoiser.register_forward_pre_hook(maybe_fail)
+    try:
+        async with client_for("sd15") as client:
+            statuses = []
+            for _ in range(3):
+                await client.post("/execute", json={**SMALL, "prompt": "a", "steps": 2}, headers=JSON)
+                statuses.append((await client.get("/health")).json()["status"])
+            failing = False
+            ok = await client.post("/execute", json={**SMALL, "prompt": "a", "steps": 2}, headers=JSON)
+            after = (await client.get("/health")).json()["status"]
+    finally:
+        handle.remove()
+    assert statuses == ["healthy", "healthy", "degraded"]
+    assert ok.status_code == 200 and after == "healthy"

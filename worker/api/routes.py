@@ -37,7 +37,7 @@ async def health(state: State) -> dict[str, Any]:
     """Liveness: 200 while the process runs, with what the worker is doing."""
     engine, backend = state.engine, state.backend
     return {
-        "status": "degraded" if state.status == "draining" else state.status,
+        "status": state.health,
         "worker_id": state.settings.resolved_worker_id(),
         "model_version": backend.family.name,
         "model_ref": backend.model_ref,

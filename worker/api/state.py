@@ -30,6 +30,15 @@ class WorkerState:
     loop: asyncio.AbstractEventLoop | None = None  # the server's loop, for signal handlers
 
     @property
+    def health(self) -> Literal["loading", "healthy", "degraded"]:
+        """/health's status: degraded while draining, after a failed load, or while the device keeps failing."""
+        if self.status == "loading":
+            return "loading"
+        if self.status == "healthy" and not self.engine.failing:
+            return "healthy"
+        return "degraded"
+
+    @property
     def ready(self) -> bool:
         """Loaded, warmed and not draining."""
         return self.status == "healthy"

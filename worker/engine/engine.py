@@ -20,6 +20,8 @@ from worker.errors import JobCancelled, NotFound
 from worker.metrics import Metrics
 from worker.outputs import OutputStore
 
+DEGRADED_AFTER = 3
+
 
 class Engine:
     """Owns the queue, the device executor and every job still remembered."""
@@ -67,6 +69,11 @@ class Engine:
     def queue_depth(self) -> int:
         """Jobs waiting (not running)."""
         return len(self._queue)
+
+    @property
+    def failing(self) -> bool:
+        """True after DEGRADED_AFTER device/model failures in a row (cleared by the next success)."""
+        return self._executor.consecutive_failures >= DEGRADED_AFTER
 
     @property
     def active_job(self) -> Job | None:

@@ -20,6 +20,7 @@ from worker.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+DEVICE_FAILURES = ("model_error", "out_of_memory")  # failures of the device or model, not of the request
 MAX_PREVIEW_BACKLOG = 8  # events a client may lag behind before previews are skipped for it
 Encoder = Callable[[Job, list[Image.Image]], dict[str, Any]]
 
@@ -108,6 +109,7 @@ class DeviceExecutor:
         self._thread = threading.Thread(target=self._loop, name="sd-worker-executor", daemon=True)
         self.active: Job | None = None
         self.average_seconds = 5.0  # moving average of a job's run time, for Retry-After
+        self.consecutive_failures = 0  # device/model failures in a row; a success resets it
 
     def start(self) -> None:
         """Start the executor thread."""
@@ -145,9 +147,12 @@ class DeviceExecutor:
                 exc = ModelError(f"generation failed: {type(exc).__name__}: {exc}")
             job.fail(exc)
             self._metrics.job_finished(job.status.value, time.monotonic() - started, 0, exc.code)
+            if exc.code in DEVICE_FAILURES:
+                self.consecutive_failures += 1
             return
         finally:
             self.average_seconds = 0.8 * self.average_seconds + 0.2 * (time.monotonic() - started)
+        self.consecutive_failures = 0
         job.publish("stage", stage="encoding_image")
         self._encode_pool.submit(self._finish, job, images, hooks.pending, started)
 
