@@ -73,10 +73,9 @@ async def test_a_pipeline_failure_fails_that_job_only(client_for: Any, backend_f
     finally:
         handle.remove()
     assert failed.status_code == 500
-    assert failed.json()["error"] == {
-        "code": "model_error",
-        "message": "generation failed: RuntimeError: injected fault",
-    }
+    error = failed.json()["error"]
+    assert (error["code"], error["message"]) == ("model_error", "generation failed: RuntimeError: injected fault")
+    assert error["request_id"] == failed.headers["x-request-id"]
     assert ok.status_code == 200 and health["status"] == "healthy"
 
 

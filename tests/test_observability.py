@@ -38,3 +38,15 @@ async def test_cors_is_off_unless_origins_are_listed(client_for: Any) -> None:
         other = await client.options("/execute", headers={**preflight, "Origin": "https://evil.example"})
     assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == "https://app.example"
     assert "access-control-allow-origin" not in other.headers
+
+
+async def test_request_ids_are_echoed_and_put_in_error_bodies(client_for: Any) -> None:
+    async with client_for("sd15") as client:
+        given = await client.post("/execute", json={**BODY, "steps": 0}, headers={"X-Request-Id": "abc-123"})
+        made = await client.get("/v1/jobs/unknown")
+        hostile = await client.get("/health", headers={"X-Request-Id": "bad id\r\nx"})
+    assert given.headers["x-request-id"] == "abc-123" and given.json()["error"]["request_id"] == "abc-123"
+    assert (
+        len(made.headers["x-request-id"]) == 32 and made.json()["error"]["request_id"] == made.headers["x-request-id"]
+    )
+    assert hostile.headers["x-request-id"] != "bad id"

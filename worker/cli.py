@@ -110,7 +110,12 @@ def serve(
         heartbeat_url=heartbeat_url, heartbeat_interval=heartbeat_interval, advertise_url=advertise_url,
         drain_timeout=drain_timeout,
     )  # fmt: skip
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from worker.api.request_id import RequestIdFilter
+
+    handler = logging.StreamHandler()
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     raise typer.Exit(_serve(settings))
 
 

@@ -15,6 +15,7 @@ from worker.api.errors import install_error_handlers
 from worker.api.lifecycle import start_registration
 from worker.api.middleware import BearerAuth, BodySizeLimit
 from worker.api.openai.router import router as openai_router
+from worker.api.request_id import RequestId
 from worker.api.routes import router
 from worker.api.service import GenerationService
 from worker.api.state import WorkerState
@@ -66,6 +67,7 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
     if settings.api_key:
         app.add_middleware(BearerAuth, api_key=settings.api_key)
+    app.add_middleware(RequestId)  # outside auth and size checks: their refusals carry an id too
     if settings.cors_origin:  # outermost: a preflight carries no API key
         app.add_middleware(
             CORSMiddleware,

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
+from worker.api.request_id import current as current_request_id
 from worker.errors import QueueFull, WorkerError
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ def error_response(
         body = {"code": code, "message": message}
         if field is not None:
             body["field"] = field
+        if (request_id := current_request_id.get()) is not None:
+            body["request_id"] = request_id
     return JSONResponse({"error": body}, status_code=status)
 
 

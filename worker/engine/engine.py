@@ -57,8 +57,8 @@ class Engine:
     def close(self) -> None:
         """Refuse new jobs and fail the waiting ones; the running one carries on."""
         for job in self._queue.close():
+            self.metrics.job_finished("cancelled", 0.0, 0)
             job.fail(JobCancelled("the worker is shutting down; the job was still queued"))
-            self.metrics.job_finished(job.status.value, 0.0, 0)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Close, then wait (up to `timeout`) for the running job and the executor thread to finish."""
@@ -114,8 +114,8 @@ class Engine:
             return
         job.request_cancel(reason)
         if self._queue.remove(job):
+            self.metrics.job_finished("cancelled", 0.0, 0)
             job.fail(JobCancelled(reason))
-            self.metrics.job_finished(job.status.value, 0.0, 0)
 
     def _prune(self) -> None:
         now = time.time()

@@ -124,8 +124,7 @@ class DeviceExecutor:
     def _loop(self) -> None:
         while (job := self._queue.take()) is not None:
             if job.cancel_requested:
-                job.fail(JobCancelled(job.cancel_reason or "cancelled"))
-                self._metrics.job_finished(job.status.value, 0.0, 0)
+                self._fail(job, JobCancelled(job.cancel_reason or "cancelled"), time.monotonic())
                 continue
             self.active = job
             try:
@@ -145,10 +144,9 @@ class DeviceExecutor:
             if not isinstance(exc, WorkerError):
                 log.exception("job %s failed", job.id)
                 exc = ModelError(f"generation failed: {type(exc).__name__}: {exc}")
-            job.fail(exc)
-            self._metrics.job_finished(job.status.value, time.monotonic() - started, 0, exc.code)
             if exc.code in DEVICE_FAILURES:
                 self.consecutive_failures += 1
+            self._fail(job, exc, started)
             return
         finally:
             self.average_seconds = 0.8 * self.average_seconds + 0.2 * (time.monotonic() - started)
@@ -159,8 +157,15 @@ class DeviceExecutor:
     def _finish(self, job: Job, images: list[Image.Image], previews: list[Future[None]], started: float) -> None:
         wait(previews)  # every preview is out before `complete` closes the stream
         try:
-            job.complete(self._encoder(job, images))
+            result = self._encoder(job, images)
         except Exception as exc:
             log.exception("encoding job %s failed", job.id)
-            job.fail(ModelError(f"encoding the images failed: {exc}"))
-        self._metrics.job_finished(job.status.value, time.monotonic() - started, len(images) * (job.result is not None))
+            self._fail(job, ModelError(f"encoding the images failed: {exc}"), started)
+            return
+        self._metrics.job_finished("completed", time.monotonic() - started, len(images))  # counted before
+        job.complete(result)  # the client hears of it, so a scrape right after sees it
+
+    def _fail(self, job: Job, error: WorkerError, started: float) -> None:
+        outcome = "cancelled" if error.code == "cancelled" else "failed"
+        self._metrics.job_finished(outcome, time.monotonic() - started, 0, error.code)
+        job.fail(error)
