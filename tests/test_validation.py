@@ -79,6 +79,30 @@ async def test_oversized_body_is_refused_before_reading(client_for: Any) -> None
     assert response.status_code == 413
 
 
+def test_chunked_oversized_body_is_refused_as_it_arrives(backend_for: Any, tiny_model: Any) -> None:
+    import httpx
+
+    from tests.conftest import live_server, worker_settings
+
+    settings = worker_settings("sd15", tiny_model("sd15"))
+    settings.limits.max_body_bytes = 64 * 1024
+    sent = 0
+
+    def chunks() -> Any:
+        nonlocal sent
+        yield b'{"prompt": "'
+        for _ in range(4096):  # up to 4 MB, far past the 64 KB limit
+            sent += 1024
+            yield b"a" * 1024
+        yield b'"}'
+
+    with live_server(settings, backend_for("sd15")) as url:
+        response = httpx.post(f"{url}/execute", content=chunks(), headers={"Content-Type": "application/json"})
+        follow_up = httpx.post(f"{url}/execute", json={**OK}, headers=JSON, timeout=60)
+    assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
+    assert follow_up.status_code == 200
+
+
 async def test_image_bigger_than_the_upload_cap_is_refused(client_for: Any) -> None:
     big = Image.new("RGB", (4000, 3000))
     async with client_for("sd15") as client:

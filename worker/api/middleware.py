@@ -5,41 +5,56 @@ from __future__ import annotations
 import hmac
 import json
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class BodySizeLimit:
-    """413 when a request declares a body larger than `max_bytes`."""
+    """413 for bodies over `max_bytes`: at once from Content-Length, or as a chunked body's bytes arrive."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            length = dict(scope["headers"]).get(b"content-length", b"0")
-            if length.isdigit() and int(length) > self.max_bytes:
-                body = json.dumps(
-                    {
-                        "error": {
-                            "code": "payload_too_large",
-                            "message": f"the body is {int(length)} bytes; the limit is {self.max_bytes}",
-                        }
-                    }
-                ).encode()
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 413,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body})
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        if length.isdigit() and int(length) > self.max_bytes:
+            await _send_json(send, 413, {"error": {
+                "code": "payload_too_large",
+                "message": f"the body is {int(length)} bytes; the limit is {self.max_bytes}",
+            }})  # fmt: skip
+            return
+        received = 0
+        refused = False
+
+        async def counting_receive() -> Message:
+            nonlocal received, refused
+            message = await receive()
+            if message["type"] == "http.request" and not refused:
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # answer here (FastAPI would turn a raised error into a 400) and stop the app's reading
+                    refused = True
+                    await _send_json(send, 413, {"error": {
+                        "code": "payload_too_large", "message": f"the body is over {self.max_bytes} bytes",
+                    }})  # fmt: skip
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if not refused:  # once refused, whatever the app answers has nowhere to go
+                await send(message)
+
+        await self.app(scope, counting_receive, guarded_send)
+
+
+async def _send_json(send: Send, status: int, payload: dict[str, object]) -> None:
+    body = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class BearerAuth:
@@ -65,8 +80,13 @@ class BearerAuth:
             error = {"message": message, "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}
         else:
             error = {"code": "unauthorized", "message": message}
-        body = json.dumps({"error": error}).encode()
-        await send({"type": "http.response.start", "status": 401,
-                    "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer"),
-                                (b"content-length", str(len(body)).encode())]})  # fmt: skip
-        await send({"type": "http.response.body", "body": body})
+        await _send_json(_with_header(send, b"www-authenticate", b"Bearer"), 401, {"error": error})
+
+
+def _with_header(send: Send, name: bytes, value: bytes) -> Send:
+    async def sender(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message["headers"], (name, value)]
+        await send(message)
+
+    return sender
