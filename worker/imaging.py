@@ -35,6 +35,8 @@ def open_upload(raw: bytes, field: str, max_pixels: int) -> Image.Image:
     """Open PNG/JPEG/WebP bytes, checking the format and the pixel count from the header before decoding."""
     try:
         image = Image.open(io.BytesIO(raw))
+    except Image.DecompressionBombError as exc:  # PIL's own guard fires first for the very largest claims
+        raise PayloadTooLarge(f"{field} is too large: {exc}; the limit is {max_pixels} pixels", field=field) from None
     except (UnidentifiedImageError, OSError):
         raise UnsupportedMediaType(f"{field} is not a readable image; send PNG, JPEG or WebP", field=field) from None
     if image.format not in ACCEPTED_FORMATS:
