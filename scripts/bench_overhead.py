@@ -41,6 +41,19 @@ def free_port() -> int:
         return port
 
 
+def wait_ready(port: int, timeout: float = 120.0) -> bool:
+    """Poll the worker's /ready on `port` until it answers 200 (True) or `timeout` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready").status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
 def start_worker(model: Path | None, port: int, threads: int) -> subprocess.Popen[bytes]:
     """`sd-worker` serving `model` (a tiny SD1.5 folder; None = the bundled demo model) with `threads` torch
     threads, once /ready answers 200."""
@@ -48,16 +61,10 @@ def start_worker(model: Path | None, port: int, threads: int) -> subprocess.Pope
     command = [sys.executable, "-c", "from worker.cli import main; main()", *source, "--port", str(port)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready").status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit("the worker did not become ready")
+    if not wait_ready(port):
+        process.kill()
+        raise SystemExit("the worker did not become ready")
+    return process
 
 
 def start_in_process(model: Path, port: int) -> Any:
@@ -72,15 +79,9 @@ def start_in_process(model: Path, port: int) -> Any:
     server = uvicorn.Server(uvicorn.Config(create_app(Settings(sd_version="v1-5", model_path=model)), port=port,
                                            log_level="warning"))  # fmt: skip
     threading.Thread(target=server.run, daemon=True).start()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready").status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("the worker did not become ready")
+    if not wait_ready(port):
+        raise SystemExit("the worker did not become ready")
+    return server
 
 
 def http_job(client: httpx.Client, body: dict[str, Any]) -> float:
