@@ -22,7 +22,7 @@ def snapshot(state: WorkerState) -> WorkerSnapshot:
     return WorkerSnapshot(
         worker_id=settings.resolved_worker_id(), url=settings.resolved_advertise_url(),
         model_ref=backend.model_ref, model_version=backend.family.name, device=backend.device,
-        dtype=backend.dtype, capabilities=CAPABILITIES, vram_bytes=backend.info().get("memory", {}).get("total"),
+        dtype=backend.dtype, capabilities=CAPABILITIES, vram_bytes=backend.memory()["total"],
         version=__version__, healthy=state.health == "healthy", queue_depth=engine.queue_depth,
         active_job=active.id if active is not None else None,
     )  # fmt: skip

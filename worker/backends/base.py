@@ -62,5 +62,8 @@ class ImageGenerationBackend(Protocol):
     def generate(self, request: GenerationRequest, hooks: StepHooks) -> list[Image.Image]:
         """Run one job on the device thread; one image per seed."""
 
+    def memory(self) -> dict[str, int | None]:
+        """Bytes allocated / reserved / total on the device (cheap: no walk over the weights)."""
+
     def info(self) -> dict[str, Any]:
         """Extra facts for /health (attention backend, memory)."""
