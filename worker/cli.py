@@ -41,6 +41,10 @@ VaeTiling = Annotated[bool | None, typer.Option("--vae-tiling", help="Decode the
 VaeSlicing = Annotated[bool | None, typer.Option("--vae-slicing", help="Decode batch images one at a time.")]
 Offload = Annotated[str | None, typer.Option(help="model | sequential: keep weights in RAM (accelerators only).")]
 Compile = Annotated[bool | None, typer.Option("--compile", help="torch.compile the denoiser (warmed before /ready).")]
+Components = Annotated[
+    str | None,
+    typer.Option(help="all | text-encoder (serves /encode only) | denoiser (takes prompt_embeds, no text encoder)."),
+]
 
 
 def _settings(**given: Any) -> Settings:
@@ -72,6 +76,7 @@ def serve(
     vae_slicing: VaeSlicing = None,
     offload: Offload = None,
     compile: Compile = None,
+    components: Components = None,
     host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8081).")] = None,
     worker_id: Annotated[str | None, typer.Option(help="Worker id (default hostname-port).")] = None,
@@ -105,6 +110,7 @@ def serve(
         device=device, sd_version=sd_version, model_path=model_path, model_config=model_config, dtype=dtype,
         cuda_device=cuda_device, use_f16=use_f16, use_flash_attn=use_flash_attn, vae_tiling=vae_tiling,
         vae_slicing=vae_slicing, offload=offload, compile=compile, host=host, port=port, worker_id=worker_id,
+        components=components,
         max_queue=max_queue, job_timeout=job_timeout, api_key=api_key,
         cors_origin=cors_origin, output_dir=output_dir, output_url=output_url,
         callback_url=callback_url,

@@ -14,6 +14,7 @@ Device = Literal["auto", "cpu", "cuda", "mps"]
 DType = Literal["auto", "fp32", "fp16", "bf16"]
 FlashAttention = Literal["off", "auto", "require"]  # CLI: absent, --use-flash-attn, --use-flash-attn=require
 Offload = Literal["none", "model", "sequential"]
+Components = Literal["all", "text-encoder", "denoiser"]
 
 
 class Limits(BaseSettings):
@@ -27,6 +28,9 @@ class Limits(BaseSettings):
     max_prompt_chars: int = Field(2000, gt=0)
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0)
     max_upload_pixels: int = Field(40_000_000, gt=0, description="Max decoded pixels of an uploaded image.")
+    max_embedding_bytes: int = Field(
+        64 * 1024 * 1024, gt=0, description="Max uncompressed size of a prompt_embeds envelope (checked first)."
+    )
 
 
 class Settings(BaseSettings):
@@ -39,6 +43,9 @@ class Settings(BaseSettings):
     model_path: Path | None = None
     model_config_path: Path | None = Field(
         None, description="Diffusers folder with configs/tokenizers for a single-file --model-path."
+    )
+    components: Components = Field(
+        "all", description="What to load: everything, only the text encoders (/encode), or all but them."
     )
     host: str = "127.0.0.1"
     port: int = Field(8081, ge=0, le=65535)

@@ -33,6 +33,13 @@ class InvalidRequest(WorkerError):
     code = "invalid_request"
 
 
+class NotServed(WorkerError):
+    """The route needs a component this worker was started without (`--components`)."""
+
+    status = 400
+    code = "invalid_request"
+
+
 class BadRequest(WorkerError):
     """The request cannot be parsed at all (broken JSON, broken base64, undecodable image)."""
 

@@ -12,7 +12,14 @@ from worker.registration.hive import HiveClient
 from worker.registration.registrar import Registrar, WorkerSnapshot
 
 log = logging.getLogger(__name__)
-CAPABILITIES = ("txt2img", "img2img", "inpaint")
+GENERATION = ("txt2img", "img2img", "inpaint", "prompt_embeds")
+
+
+def capabilities(components: str) -> tuple[str, ...]:
+    """What a worker started with `--components` serves: generation (taking prompt_embeds too) and/or encode."""
+    if components == "text-encoder":
+        return ("encode",)
+    return (*GENERATION, "encode") if components == "all" else GENERATION
 
 
 def snapshot(state: WorkerState) -> WorkerSnapshot:
@@ -22,7 +29,7 @@ def snapshot(state: WorkerState) -> WorkerSnapshot:
     return WorkerSnapshot(
         worker_id=settings.resolved_worker_id(), url=settings.resolved_advertise_url(),
         model_ref=backend.model_ref, model_version=backend.family.name, device=backend.device,
-        dtype=backend.dtype, capabilities=CAPABILITIES, vram_bytes=backend.memory()["total"],
+        dtype=backend.dtype, capabilities=capabilities(backend.components), vram_bytes=backend.memory()["total"],
         version=__version__, healthy=state.health == "healthy", queue_depth=engine.queue_depth,
         active_job=active.id if active is not None else None,
     )  # fmt: skip

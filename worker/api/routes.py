@@ -12,7 +12,8 @@ from starlette.concurrency import run_in_threadpool
 
 from worker import __version__
 from worker.api.errors import error_response
-from worker.api.schemas import GenerationBody, Img2ImgBody, InpaintBody
+from worker.api.lifecycle import capabilities
+from worker.api.schemas import EncodeBody, GenerationBody, Img2ImgBody, InpaintBody
 from worker.api.sse import stream_job
 from worker.api.state import WorkerState
 from worker.engine.job import Job
@@ -47,6 +48,7 @@ async def health(state: State) -> dict[str, Any]:
         "queue_depth": engine.queue_depth,
         "active_jobs": int(engine.active_job is not None),
         "version": __version__,
+        "capabilities": list(capabilities(backend.components)),
         **(backend.info() if backend.loaded else {}),
     }
 
@@ -81,6 +83,13 @@ async def img2img(body: Img2ImgBody, request: Request, state: State) -> Response
 async def inpaint(body: InpaintBody, request: Request, state: State) -> Response:
     """Inpainting: white mask pixels are repainted, the rest is returned unchanged."""
     return await _generate("inpaint", body, request, state)
+
+
+@router.post("/encode")
+async def encode(body: EncodeBody, state: State) -> dict[str, Any]:
+    """Prompt → embedding envelope, for a `--components denoiser` worker's prompt_embeds."""
+    state.require_ready()
+    return await run_in_threadpool(state.service.encode, body)
 
 
 @router.get("/v1/loras")

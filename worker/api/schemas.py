@@ -16,12 +16,47 @@ class LoraSpec(BaseModel):
     weight: float = Field(1.0, ge=-4, le=4, allow_inf_nan=False)
 
 
+class TensorSpec(BaseModel):
+    """One tensor of an embedding envelope."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shape: list[int] = Field(min_length=1, max_length=4)
+    dtype: Literal["f32", "f16", "bf16"]
+
+
+class EmbeddingEnvelope(BaseModel):
+    """Prompt embeddings from a text-encoder worker's `/encode` (DESIGN.md, "Embedding envelope")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    embedding_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    model_type: str = Field(min_length=1, max_length=64)
+    tensors: dict[str, TensorSpec] = Field(min_length=1, max_length=8)
+    data: str
+    uncompressed_size: int = Field(ge=0)
+    checksum: int = Field(ge=0, lt=2**32, description="CRC32 of the uncompressed bytes")
+
+
+class EncodeBody(BaseModel):
+    """`POST /encode`: a prompt (and negative prompt) to run through the text encoders."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1)
+    negative_prompt: str | None = None
+    guidance_scale: float | None = Field(
+        None, ge=0, le=100, allow_inf_nan=False, description="the negatives are included when this uses them"
+    )
+    dtype: Literal["f32", "f16", "bf16"] | None = Field(None, description="default: the text encoder's (lossless)")
+
+
 class GenerationBody(BaseModel):
     """`POST /execute`: text-to-image. Omitted fields take the loaded family's defaults."""
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(min_length=1)
+    prompt: str | None = Field(None, min_length=1, description="required unless prompt_embeds is given")
     negative_prompt: str | None = None
     steps: int | None = Field(None, ge=1)
     guidance_scale: float | None = Field(None, ge=0, le=100, allow_inf_nan=False)
@@ -33,6 +68,7 @@ class GenerationBody(BaseModel):
     output_format: Literal["png", "jpeg", "webp"] = "png"
     loras: list[LoraSpec] = Field(default_factory=list, max_length=8)
     preview_every: int = Field(0, ge=0, description="send a `preview` event every N steps (0 = off)")
+    prompt_embeds: EmbeddingEnvelope | None = Field(None, description="from /encode, instead of prompt")
 
 
 class Img2ImgBody(GenerationBody):

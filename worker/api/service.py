@@ -10,12 +10,13 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from worker import imaging
-from worker.api.schemas import GenerationBody, Img2ImgBody, InpaintBody
+from worker.api.schemas import EncodeBody, GenerationBody, Img2ImgBody, InpaintBody
 from worker.config import Limits
 from worker.engine.engine import Engine
 from worker.engine.job import Job, JobStatus
 from worker.engine.request import GenerationRequest, Task
-from worker.errors import InvalidRequest, JobFailed
+from worker.errors import InvalidRequest, JobFailed, NotServed
+from worker.pipelines import envelope
 from worker.pipelines.families import SAMPLER_LABELS, Family
 
 SEED_SPACE = 2**32
@@ -46,22 +47,31 @@ class GenerationService:
         error = job.error or {"code": "cancelled", "message": "the client went away"}
         raise JobFailed(job.error_status, error["code"], error["message"])
 
+    def encode(self, body: EncodeBody) -> dict[str, Any]:
+        """`/encode`: the embedding envelope of a prompt (blocking: runs the text encoders)."""
+        backend = self.engine.backend
+        if backend.components == "denoiser":
+            raise NotServed("this worker runs --components denoiser: it has no text encoder to serve /encode")
+        self._check_text(body.prompt, body.negative_prompt)
+        guidance = self._guidance(body.guidance_scale)
+        tensors = backend.encode_prompt(body.prompt, body.negative_prompt, guidance)
+        dtype = body.dtype or envelope.envelope_dtype(next(iter(tensors.values())).dtype)
+        return envelope.pack(tensors, self.family.name, dtype)
+
     def resolve(self, task: Task, body: GenerationBody, inputs: Inputs | None = None) -> GenerationRequest:
         """The engine request for `body`, or InvalidRequest naming the offending field.
 
         `inputs` are already-decoded (image, mask) for callers that received files rather than base64.
         """
         family, limits = self.family, self.limits
-        self._check_text(body)
+        if self.engine.backend.components == "text-encoder":
+            raise NotServed("this worker runs --components text-encoder: it serves /encode only")
+        self._check_text(body.prompt, body.negative_prompt)
         steps = body.steps if body.steps is not None else family.steps
         if steps > limits.max_steps:
             raise InvalidRequest(f"steps must be between 1 and {limits.max_steps}", field="steps")
-        guidance = body.guidance_scale if body.guidance_scale is not None else family.guidance
-        if family.fixed_guidance is not None and guidance != family.fixed_guidance:
-            raise InvalidRequest(
-                f"the {family.name!r} family is distilled for guidance_scale {family.fixed_guidance:g} only",
-                field="guidance_scale",
-            )
+        guidance = self._guidance(body.guidance_scale)
+        embeddings = self._embeddings(body, guidance)
         if body.num_samples > limits.max_samples:
             raise InvalidRequest(f"num_samples must be between 1 and {limits.max_samples}", field="num_samples")
         if body.scheduler is not None and body.scheduler not in family.schedulers:
@@ -88,8 +98,10 @@ class GenerationService:
         loras = self._loras(body)
         seed = body.seed if body.seed is not None and body.seed >= 0 else secrets.randbelow(SEED_SPACE)
         seeds = tuple((seed + i) % SEED_SPACE for i in range(body.num_samples))
-        echo: dict[str, Any] = body.model_dump(exclude={"image", "mask"})
+        echo: dict[str, Any] = body.model_dump(exclude={"image", "mask", "prompt_embeds"})
         echo.update(task=task, steps=steps, guidance_scale=guidance, width=width, height=height, model=family.name)
+        if body.prompt_embeds is not None:
+            echo["embedding_id"] = body.prompt_embeds.embedding_id
         return GenerationRequest(
             task=task,
             prompt=body.prompt,
@@ -107,7 +119,43 @@ class GenerationService:
             loras=loras,
             preview_every=body.preview_every,
             echo=echo,
+            embeddings=embeddings,
         )
+
+    def _guidance(self, requested: float | None) -> float:
+        family = self.family
+        guidance = requested if requested is not None else family.guidance
+        if family.fixed_guidance is not None and guidance != family.fixed_guidance:
+            raise InvalidRequest(
+                f"the {family.name!r} family is distilled for guidance_scale {family.fixed_guidance:g} only",
+                field="guidance_scale",
+            )
+        return guidance
+
+    def _embeddings(self, body: GenerationBody, guidance: float) -> dict[str, Any] | None:
+        """The checked tensors of `prompt_embeds`; or None when the text encoders will run on the prompt."""
+        backend = self.engine.backend
+        if body.prompt_embeds is None:
+            if body.prompt is None:
+                raise InvalidRequest("prompt is required (or prompt_embeds from /encode)", field="prompt")
+            if backend.components == "denoiser":
+                raise InvalidRequest(
+                    "this worker runs --components denoiser and has no text encoder: send prompt_embeds made "
+                    "by a text-encoder worker's /encode instead of prompt",
+                    field="prompt",
+                )
+            return None
+        for field in ("prompt", "negative_prompt"):
+            if getattr(body, field) is not None:
+                raise InvalidRequest(
+                    f"give prompt_embeds or {field}, not both (encode the {field} with /encode)", field=field
+                )
+        spec = backend.embedding_spec
+        tensors = envelope.unpack(
+            body.prompt_embeds.model_dump(), self.family.name, spec, self.limits.max_embedding_bytes
+        )
+        spec.check(tensors, guidance, "prompt_embeds")
+        return tensors
 
     def _loras(self, body: GenerationBody) -> tuple[tuple[str, str, float, int], ...]:
         if not body.loras:
@@ -122,9 +170,9 @@ class GenerationService:
             library.resolve(spec.name, f"loras.{i}.name").use(spec.weight) for i, spec in enumerate(body.loras)
         )
 
-    def _check_text(self, body: GenerationBody) -> None:
+    def _check_text(self, prompt: str | None, negative_prompt: str | None) -> None:
         limit = self.limits.max_prompt_chars
-        for field, text in (("prompt", body.prompt), ("negative_prompt", body.negative_prompt)):
+        for field, text in (("prompt", prompt), ("negative_prompt", negative_prompt)):
             if text is not None and len(text) > limit:
                 raise InvalidRequest(f"{field} is {len(text)} characters; the limit is {limit}", field=field)
 

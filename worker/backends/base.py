@@ -6,9 +6,11 @@ from typing import Any, Protocol
 
 from PIL import Image
 
+from worker.config import Components
 from worker.engine.request import GenerationRequest
 from worker.pipelines.families import Family
 from worker.pipelines.lora import LoraLibrary
+from worker.pipelines.prompts import EmbeddingSpec, Tensors
 
 
 class StepHooks(Protocol):
@@ -35,6 +37,7 @@ class ImageGenerationBackend(Protocol):
 
     family: Family
     model_ref: str
+    components: Components  # what was loaded: all, text-encoder (encode only) or denoiser (embeddings only)
     loras: LoraLibrary | None  # with --lora-dir, once loaded
 
     @property
@@ -61,6 +64,13 @@ class ImageGenerationBackend(Protocol):
 
     def generate(self, request: GenerationRequest, hooks: StepHooks) -> list[Image.Image]:
         """Run one job on the device thread; one image per seed."""
+
+    @property
+    def embedding_spec(self) -> EmbeddingSpec:
+        """The prompt_embeds tensors the denoiser accepts (after `load`, without text-encoder only)."""
+
+    def encode_prompt(self, prompt: str, negative_prompt: str | None, guidance: float) -> Tensors:
+        """The prompt's embeddings by the model's own text encoders (negatives when `guidance` uses them)."""
 
     def memory(self) -> dict[str, int | None]:
         """Bytes allocated / reserved / total on the device (cheap: no walk over the weights)."""

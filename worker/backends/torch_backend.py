@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -24,11 +25,12 @@ from worker.backends.memory import log_residency, residency, retry_decode_with_t
 from worker.config import Settings
 from worker.engine.request import GenerationRequest
 from worker.errors import ConfigError, OutOfMemory
-from worker.pipelines import runner
+from worker.pipelines import prompts, runner
 from worker.pipelines.families import get_family
 from worker.pipelines.loading import load_pipeline
 from worker.pipelines.lora import LoraLibrary
 from worker.pipelines.model import LoadedModel
+from worker.pipelines.prompts import EmbeddingSpec
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +47,14 @@ class TorchBackend:
         self.family = get_family(settings.sd_version)
         self.model_ref = str(settings.model_path) if settings.model_path else self.family.source
         self.settings = settings
+        self.components = settings.components
         self._dtype = resolve_dtype(self.kind, self.family, settings)
         self.check_options(settings)
         self.attention_backend = attention.DEFAULT
         self.loras: LoraLibrary | None = None
-        self._model: LoadedModel | None = None
+        self._model: LoadedModel | None = None  # the denoising pipelines (components all / denoiser)
+        self._text: Any = None  # the pipeline whose text encoders /encode runs (components all / text-encoder)
+        self._device_lock = threading.Lock()  # a job and an /encode never share the device
 
     @property
     def device(self) -> str:
@@ -64,7 +69,7 @@ class TorchBackend:
     @property
     def loaded(self) -> bool:
         """True once the model is loaded and warmed."""
-        return self._model is not None
+        return self._model is not None or self._text is not None
 
     @property
     def model(self) -> LoadedModel:
@@ -78,16 +83,45 @@ class TorchBackend:
         """Class name of the model's own scheduler."""
         return type(self.model.default_scheduler).__name__
 
+    @property
+    def embedding_spec(self) -> EmbeddingSpec:
+        """The prompt-embedding tensors the loaded denoiser accepts (names and shapes)."""
+        return self.model.embeddings
+
     def load(self) -> None:
         """Load the weights, place them, apply the memory options, choose the attention kernel, warm up."""
-        if self._model is not None:
+        if self.loaded:
             return
         start = time.perf_counter()
         diffusers_logging.disable_progress_bar()
         base = load_pipeline(
-            self.family, self.settings.model_path, self.settings.model_config_path, TORCH_DTYPES[self._dtype]
+            self.family,
+            self.settings.model_path,
+            self.settings.model_config_path,
+            TORCH_DTYPES[self._dtype],
+            self.settings.components,
         )
         self.place(base)
+        if self.components == "text-encoder":
+            with self._call_context():
+                prompts.encode(base, "warm-up", None, self.family.guidance)  # the warm-up
+            self._text = base
+        else:
+            self._model = self._prepare(base)
+            self._text = base if self.components == "all" else None
+        log.info(
+            "loaded %s (%s, components %s) on %s/%s, attention %s, in %.1fs",
+            self.family.name,
+            self.model_ref,
+            self.components,
+            self.device,
+            self._dtype,
+            self.attention_backend,
+            time.perf_counter() - start,
+        )
+
+    def _prepare(self, base: Any) -> LoadedModel:
+        """Memory options, task variants, the attention kernel and the warm-up of a pipeline with a denoiser."""
         if self.settings.vae_tiling:
             base.vae.enable_tiling()
         if self.settings.vae_slicing:
@@ -102,16 +136,7 @@ class TorchBackend:
         if self.settings.lora_dir is not None:
             cross_dim = getattr(model.denoiser.config, "cross_attention_dim", None)
             self.loras = LoraLibrary(self.settings.lora_dir, None if model.family.flow else cross_dim)
-        self._model = model
-        log.info(
-            "loaded %s (%s) on %s/%s, attention %s, in %.1fs",
-            self.family.name,
-            self.model_ref,
-            self.device,
-            self._dtype,
-            self.attention_backend,
-            time.perf_counter() - start,
-        )
+        return model
 
     def count_steps(self, request: GenerationRequest) -> int:
         """How many denoising steps the model's scheduler will run for this request."""
@@ -119,21 +144,22 @@ class TorchBackend:
 
     def generate(self, request: GenerationRequest, hooks: StepHooks) -> list[Image.Image]:
         """Run one job; running out of memory fails the job with `out_of_memory` and frees what it held."""
-        try:
-            with self._call_context():
-                return runner.run(self.model, request, hooks, generator_device="cpu")
-        except Exception as exc:
-            if not self.is_oom(exc):
-                raise
-            self.release_memory()
-            raise OutOfMemory(f"out of memory on {self.device}: {exc}") from exc
+        with self._device_lock, self._out_of_memory_fails():
+            return runner.run(self.model, request, hooks, generator_device="cpu")
+
+    def encode_prompt(self, prompt: str, negative_prompt: str | None, guidance: float) -> prompts.Tensors:
+        """Run the text encoders (with the negatives when `guidance` uses them), for /encode."""
+        if self._text is None:
+            raise RuntimeError("no text encoder loaded")
+        with self._device_lock, self._out_of_memory_fails():
+            return prompts.encode(self._text, prompt, negative_prompt, guidance)
 
     def info(self) -> dict[str, Any]:
         """Attention kernel in use, device memory and where each component lives, for /health."""
         return {
             "attention_backend": self.attention_backend,
             "memory": self.memory(),
-            "components": residency(self.model.base) if self._model is not None else {},
+            "components": residency(self._model.base if self._model is not None else self._text),
         }
 
     # device hooks -------------------------------------------------------------------------------------------
@@ -158,6 +184,18 @@ class TorchBackend:
         return isinstance(exc, torch.OutOfMemoryError)
 
     # ---------------------------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _out_of_memory_fails(self) -> Iterator[None]:
+        """Device work under inference mode; running out of memory becomes `OutOfMemory`, memory is freed."""
+        try:
+            with self._call_context():
+                yield
+        except Exception as exc:
+            if not self.is_oom(exc):
+                raise
+            self.release_memory()
+            raise OutOfMemory(f"out of memory on {self.device}: {exc}") from exc
 
     @contextlib.contextmanager
     def _call_context(self) -> Iterator[None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -16,7 +17,7 @@ class GenerationRequest:
     """One generation job's parameters; `seeds[i]` drives image i."""
 
     task: Task
-    prompt: str
+    prompt: str | None  # None when the job brings `embeddings` instead
     negative_prompt: str | None
     steps: int
     guidance_scale: float
@@ -33,6 +34,7 @@ class GenerationRequest:
     previews: int = 0  # intermediate images to send, evenly spread over the denoising steps (OpenAI partials)
     preview_every: int = 0  # also one every N steps (native `preview_every`)
     echo: dict[str, Any] = field(default_factory=dict, repr=False)  # the request as sent, for metadata
+    embeddings: Mapping[str, Any] | None = field(default=None, repr=False)  # prompt_embeds tensors, by name
 
     @property
     def num_samples(self) -> int:

@@ -26,7 +26,7 @@ def encode_result(
     files: list[str] = []
     for index, (image, seed) in enumerate(zip(images, request.seeds, strict=True)):
         text = imaging.infotext(
-            prompt=request.prompt,
+            prompt=request.prompt or "",  # empty when the job brought prompt_embeds
             negative_prompt=request.negative_prompt,
             steps=request.steps,
             sampler=sampler,

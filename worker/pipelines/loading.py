@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, Literal
 
 import diffusers
 from diffusers import DiffusionPipeline
 
 from worker.errors import ModelLoadError
 from worker.pipelines.families import Family
+from worker.pipelines.prompts import is_text_component
+
+Components = Literal["all", "text-encoder", "denoiser"]
 
 log = logging.getLogger(__name__)
 
@@ -22,16 +27,32 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def load_pipeline(family: Family, model_path: Path | None, config_path: Path | None, torch_dtype: Any) -> Any:
-    """Load the base pipeline for `family` (from `model_path` when given), on the CPU, in `torch_dtype`."""
+def load_pipeline(
+    family: Family,
+    model_path: Path | None,
+    config_path: Path | None,
+    torch_dtype: Any,
+    components: Components = "all",
+) -> Any:
+    """Load the base pipeline for `family` (from `model_path` when given), on the CPU, in `torch_dtype`.
+
+    `components` leaves out what a split worker does not run: `text-encoder` loads only tokenizers and text
+    encoders, `denoiser` everything but those.
+    """
     ref = str(model_path) if model_path is not None else family.source
     try:
         if model_path is not None and model_path.is_file():
             base = _load_single_file(family, model_path, config_path, torch_dtype)
+            _drop(base, components)
+            config_source: str | Path = config_path or family.source
         elif model_path is not None or Path(family.source).is_absolute():
-            base = _load_folder(Path(ref), torch_dtype)
+            base = _load_folder(Path(ref), torch_dtype, components)
+            config_source = ref
         else:
-            base = _load_from_hub(family.source, torch_dtype)
+            base = _load_from_hub(family.source, torch_dtype, components)
+            config_source = family.source
+        if components == "text-encoder":
+            _keep_denoiser_config(base, config_source)
     except ModelLoadError:
         raise
     except Exception as exc:  # diffusers raises many types; the user needs one line, not a trace
@@ -44,19 +65,48 @@ def load_pipeline(family: Family, model_path: Path | None, config_path: Path | N
     return base
 
 
-def _load_folder(folder: Path, torch_dtype: Any) -> Any:
+def _load_folder(folder: Path, torch_dtype: Any, components: Components) -> Any:
     index = folder / "model_index.json"
     if not index.is_file():
         raise ModelLoadError(f"no diffusers model at {folder} (looked for {index})")
+    skipped = _skipped(json.loads(index.read_text()), components)
     return DiffusionPipeline.from_pretrained(  # type: ignore[no-untyped-call]
-        str(folder), dtype=torch_dtype, local_files_only=True, **_absent_components(index)
+        str(folder), dtype=torch_dtype, local_files_only=True, **skipped
     )
 
 
-def _absent_components(index: Path) -> dict[str, None]:
-    """Components saved as `[null, null]` (e.g. SD3 without its T5 encoder) must be passed as None to load."""
-    entries = json.loads(index.read_text())
-    return {name: None for name, value in entries.items() if value == [None, None]}
+def _skipped(index: dict[str, Any], components: Components) -> dict[str, None]:
+    """Components passed as None so they are not loaded: those saved as `[null, null]` (e.g. SD3 without its
+    T5 encoder), and those the component mode leaves out (the scheduler is config only and always kept)."""
+    skipped: dict[str, None] = {}
+    for name, value in index.items():
+        if not isinstance(value, list) or name == "scheduler":
+            continue
+        text = is_text_component(name)
+        if value == [None, None] or (components == "text-encoder" and not text) or (components == "denoiser" and text):
+            skipped[name] = None
+    return skipped
+
+
+def _drop(pipe: Any, components: Components) -> None:
+    """Free what a split worker does not run from a pipeline loaded whole (a single file loads everything)."""
+    if components == "all":
+        return
+    for name, module in pipe.components.items():
+        if module is not None and name != "scheduler" and (components == "text-encoder") != is_text_component(name):
+            setattr(pipe, name, None)
+    gc.collect()
+
+
+def _keep_denoiser_config(pipe: Any, source: str | Path) -> None:
+    """SD3 without its T5 encoder pads with zeros as wide as the transformer's `joint_attention_dim`: a
+    text-encoder worker keeps the transformer's config (no weights) so its embeddings have that width."""
+    if type(pipe).__name__ != "StableDiffusion3Pipeline" or pipe.text_encoder_3 is not None:
+        return
+    config = diffusers.SD3Transformer2DModel.load_config(
+        str(source), subfolder="transformer", local_files_only=hub_offline() or Path(source).exists()
+    )
+    object.__setattr__(pipe, "transformer", SimpleNamespace(config=SimpleNamespace(**config)))
 
 
 def _load_single_file(family: Family, path: Path, config_path: Path | None, torch_dtype: Any) -> Any:
@@ -68,11 +118,12 @@ def _load_single_file(family: Family, path: Path, config_path: Path | None, torc
     return cls.from_single_file(str(path), config=config, dtype=torch_dtype, local_files_only=local)
 
 
-def _load_from_hub(repo_id: str, torch_dtype: Any) -> Any:
+def _load_from_hub(repo_id: str, torch_dtype: Any, components: Components) -> Any:
     offline = hub_offline()
     try:
+        index = DiffusionPipeline.load_config(repo_id, local_files_only=offline)
         return DiffusionPipeline.from_pretrained(  # type: ignore[no-untyped-call]
-            repo_id, dtype=torch_dtype, use_safetensors=True, local_files_only=offline
+            repo_id, dtype=torch_dtype, use_safetensors=True, local_files_only=offline, **_skipped(index, components)
         )
     except OSError as exc:
         where = "the Hugging Face cache (HF_HUB_OFFLINE is set)" if offline else "the Hugging Face hub and cache"

@@ -11,6 +11,7 @@ from worker.engine.request import Task
 from worker.pipelines.families import Family
 from worker.pipelines.lora import AdapterState
 from worker.pipelines.preview import LatentProjection, fit_projection
+from worker.pipelines.prompts import EmbeddingSpec, spec_of
 
 
 @dataclass
@@ -22,6 +23,7 @@ class LoadedModel:
     base: Any
     variants: dict[Task, Any]
     default_scheduler: Any
+    embeddings: EmbeddingSpec  # the prompt_embeds the denoiser takes
     adapters: AdapterState = field(default_factory=AdapterState)
     preview_decoder: str = "linear"
     _projection: LatentProjection | None = None
@@ -42,7 +44,12 @@ class LoadedModel:
             "img2img": AutoPipelineForImage2Image.from_pipe(base),
             "inpaint": AutoPipelineForInpainting.from_pipe(base),
         }
-        return cls(family, ref, base, variants, base.scheduler)
+        return cls(family, ref, base, variants, base.scheduler, spec_of(base))
+
+    @property
+    def has_text_encoder(self) -> bool:
+        """False on a `--components denoiser` worker: requests must bring prompt embeddings."""
+        return getattr(self.base, "text_encoder", None) is not None
 
     @property
     def denoiser(self) -> Any:

@@ -26,11 +26,15 @@ def _accepted_kwargs(pipe: Any) -> frozenset[str]:
     return frozenset(inspect.signature(type(pipe).__call__).parameters)
 
 
-def call_kwargs(pipe: Any, request: GenerationRequest, generator_device: str) -> dict[str, Any]:
+def call_kwargs(model: LoadedModel, request: GenerationRequest, generator_device: str) -> dict[str, Any]:
     """The keyword arguments of the plain diffusers call this request stands for (no callback)."""
+    pipe = model.variants[request.task]
+    if request.embeddings is not None:
+        dtype = model.denoiser.dtype
+        text = model.embeddings.call_kwargs(request.embeddings, request.guidance_scale, dtype, request.num_samples)
+    else:
+        text = {"prompt": request.prompt, "negative_prompt": request.negative_prompt}
     kwargs: dict[str, Any] = {
-        "prompt": request.prompt,
-        "negative_prompt": request.negative_prompt,
         "num_inference_steps": request.steps,
         "guidance_scale": request.guidance_scale,
         "height": request.height,
@@ -38,6 +42,7 @@ def call_kwargs(pipe: Any, request: GenerationRequest, generator_device: str) ->
         "num_images_per_prompt": request.num_samples,
         "generator": generators(request.seeds, generator_device),
         "output_type": "pil",
+        **text,  # after num_images_per_prompt, which embeddings may set
     }
     if request.task != "txt2img":
         assert request.image is not None and request.strength is not None
@@ -98,7 +103,7 @@ def run(model: LoadedModel, request: GenerationRequest, hooks: StepHooks, genera
             hooks.preview(index + 1, model.preview(tensors["latents"], decode_latents))
         return tensors
 
-    kwargs = call_kwargs(pipe, request, generator_device)
+    kwargs = call_kwargs(model, request, generator_device)
     hooks.check()
     model.adapters.activate(model.base, request.loras)
     hooks.stage("encoding_prompt")
@@ -133,12 +138,14 @@ class _SilentHooks:
 def warm_up(model: LoadedModel, generator_device: str, size: int | None = None) -> None:
     """One 1-step job (small unless `size` is given), so the first request does not pay for lazy set-up."""
     size = size or model.family.size_multiple * 8
+    guidance = model.family.guidance
     request = GenerationRequest(
         task="txt2img",
-        prompt="warm-up",
+        prompt="warm-up" if model.has_text_encoder else None,
+        embeddings=None if model.has_text_encoder else model.embeddings.placeholder(guidance),
         negative_prompt=None,
         steps=1,
-        guidance_scale=model.family.guidance,
+        guidance_scale=guidance,
         seeds=(0,),
         width=size,
         height=size,
