@@ -145,23 +145,37 @@ def live_server(settings: Settings, backend: CpuBackend) -> Iterator[str]:
 @contextmanager
 def worker_process(*args: str, port: int | None = None) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """A real `sd-worker` process (serve) on a loopback port; yields (process, URL) once /ready says yes."""
-    port = port or free_port()
-    command = [sys.executable, "-c", "from worker.cli import main; main()", "--port", str(port), *args]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
+    with worker_processes(list(args), ports=[port]) as [started]:
+        yield started
+
+
+@contextmanager
+def worker_processes(
+    *arg_lists: list[str], ports: list[int | None] | None = None
+) -> Iterator[list[tuple[subprocess.Popen[str], str]]]:
+    """Several `sd-worker` processes started together (they load in parallel); yields [(process, URL)]."""
+    ports = ports or [None] * len(arg_lists)
+    started: list[tuple[subprocess.Popen[str], str]] = []
     try:
+        for args, port in zip(arg_lists, ports, strict=True):
+            port = port or free_port()
+            command = [sys.executable, "-c", "from worker.cli import main; main()", "--port", str(port), *args]
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            started.append((process, f"http://127.0.0.1:{port}"))
         deadline = time.monotonic() + 120
-        while not _answers(f"{url}/ready"):
-            if process.poll() is not None:
-                raise RuntimeError(f"worker exited: {process.stdout.read() if process.stdout else ''}")
-            if time.monotonic() > deadline:
-                raise TimeoutError("worker never became ready")
-            time.sleep(0.1)
-        yield process, url
+        for process, url in started:
+            while not _answers(f"{url}/ready"):
+                if process.poll() is not None:
+                    raise RuntimeError(f"worker exited: {process.stdout.read() if process.stdout else ''}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError("worker never became ready")
+                time.sleep(0.1)
+        yield started
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(30)
+        for process, _ in started:
+            if process.poll() is None:
+                process.kill()
+                process.wait(30)
 
 
 def parse_sse(text: str) -> list[tuple[str, dict[str, Any]]]:
