@@ -53,7 +53,7 @@ def test_registration_retries_through_failures_then_heartbeats(tiny_model: Any) 
         assert registration["backend"] == "sd-worker" and registration["model_version"] == "v1-5"
         assert registration["model_ref"] == str(tiny_model("sd15"))
         assert (registration["device"], registration["dtype"]) == ("cpu", "fp32")
-        assert registration["capabilities"] == ["txt2img", "img2img", "inpaint", "prompt_embeds", "encode"]
+        assert registration["capabilities"] == ["txt2img", "img2img", "inpaint", "encode", "prompt_embeds"]
         assert registration["vram_bytes"] > 0 and registration["version"]
         wait_for(lambda: len(hive.heartbeats) >= 2, what="heartbeats")
     beat = hive.heartbeats[0]

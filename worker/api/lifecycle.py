@@ -12,14 +12,14 @@ from worker.registration.hive import HiveClient
 from worker.registration.registrar import Registrar, WorkerSnapshot
 
 log = logging.getLogger(__name__)
-GENERATION = ("txt2img", "img2img", "inpaint", "prompt_embeds")
+TASKS = ("txt2img", "img2img", "inpaint")
 
 
 def capabilities(components: str) -> tuple[str, ...]:
-    """What a worker started with `--components` serves: generation (taking prompt_embeds too) and/or encode."""
+    """What a worker started with `--components` serves: the tasks (taking prompt_embeds too) and/or encode."""
     if components == "text-encoder":
         return ("encode",)
-    return (*GENERATION, "encode") if components == "all" else GENERATION
+    return (*TASKS, "encode", "prompt_embeds") if components == "all" else (*TASKS, "prompt_embeds")
 
 
 def snapshot(state: WorkerState) -> WorkerSnapshot:
