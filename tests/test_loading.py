@@ -112,3 +112,14 @@ def test_unknown_sd_version_is_refused(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "unknown sd-version 'v9'; valid: demo, v1-5" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("components", ["text-encoder", "denoiser"])
+def test_a_single_file_keeps_only_the_components_asked_for(components: str, tiny_model: Any, tmp_path: Path) -> None:
+    folder = tiny_model("sdxl")
+    checkpoint = make_tiny_models.export_single_file(folder, tmp_path / "sdxl.safetensors")
+    backend = CpuBackend(worker_settings("sdxl", checkpoint, model_config_path=folder, components=components))
+    backend.load()
+    loaded = set(backend.info()["components"])
+    text = {"text_encoder", "text_encoder_2"}
+    assert loaded == text if components == "text-encoder" else loaded == {"unet", "vae"}
