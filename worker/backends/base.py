@@ -67,7 +67,7 @@ class ImageGenerationBackend(Protocol):
 
     @property
     def embedding_spec(self) -> EmbeddingSpec:
-        """The prompt_embeds tensors the denoiser accepts (after `load`, without text-encoder only)."""
+        """The prompt_embeds tensors the denoiser accepts (after `load`; not on a text-encoder-only worker)."""
 
     def encode_prompt(self, prompt: str, negative_prompt: str | None, guidance: float) -> Tensors:
         """The prompt's embeddings by the model's own text encoders (negatives when `guidance` uses them)."""
