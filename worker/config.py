@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     api_key: str | None = Field(None, description="Require Authorization: Bearer <key> on every route but /health.")
     cors_origin: list[str] = Field(default_factory=list, description="Origins allowed by CORS (none: CORS off).")
     max_queue: int = Field(16, ge=0, description="Jobs waiting (not running) before 429.")
+    png_compression: int = Field(1, ge=0, le=9, description="zlib level of PNG outputs (1 = fast, 9 = smallest).")
     output_dir: Path | None = None
     preview_decoder: Literal["linear", "vae"] = Field(
         "linear", description="previews by a fitted latent→RGB projection (cheap) or a full VAE decode"

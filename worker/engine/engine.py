@@ -17,6 +17,7 @@ from worker.engine.queue import JobQueue
 from worker.engine.request import GenerationRequest
 from worker.engine.results import encode_result
 from worker.errors import JobCancelled, NotFound
+from worker.imaging import PNG_COMPRESS_LEVEL
 from worker.metrics import Metrics
 from worker.outputs import OutputStore
 
@@ -36,6 +37,7 @@ class Engine:
         result_ttl: float,
         store: OutputStore,
         metrics: Metrics | None = None,
+        png_level: int = PNG_COMPRESS_LEVEL,
     ) -> None:
         self.backend = backend
         self._job_timeout = job_timeout
@@ -47,7 +49,7 @@ class Engine:
         self.store = store
         self.metrics = metrics or Metrics()
         self.metrics.watch_queue(lambda: len(self._queue))
-        encoder = functools.partial(self._encode, store=store)
+        encoder = functools.partial(self._encode, store=store, png_level=png_level)
         self._executor = DeviceExecutor(backend, self._queue, encoder, self.metrics)
 
     def start(self) -> None:
@@ -127,5 +129,6 @@ class Engine:
                 del self._jobs[job.id]
                 excess -= 1
 
-    def _encode(self, job: Job, images: list[Image.Image], *, store: OutputStore) -> dict[str, Any]:
-        return encode_result(job, images, self.backend.family.name, self.backend.default_scheduler, store)
+    def _encode(self, job: Job, images: list[Image.Image], *, store: OutputStore, png_level: int) -> dict[str, Any]:
+        family, sampler = self.backend.family.name, self.backend.default_scheduler
+        return encode_result(job, images, family, sampler, store, png_level)
