@@ -76,6 +76,13 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default 8081).")] = None,
     worker_id: Annotated[str | None, typer.Option(help="Worker id (default hostname-port).")] = None,
     max_queue: Annotated[int | None, typer.Option(help="Jobs allowed to wait before 429 (default 16).")] = None,
+    max_batch: Annotated[
+        int | None, typer.Option(help="Images one pipeline call may batch across compatible jobs (8; 1 = off).")
+    ] = None,
+    batch_window_ms: Annotated[
+        float | None,
+        typer.Option(help="Milliseconds a batch may wait for compatible jobs while clients are batching (20)."),
+    ] = None,
     png_compression: Annotated[
         int | None, typer.Option(help="PNG zlib level 0-9 (default 1: fast; 9: smallest, slowest).")
     ] = None,
@@ -108,7 +115,8 @@ def serve(
         device=device, sd_version=sd_version, model_path=model_path, model_config=model_config, dtype=dtype,
         cuda_device=cuda_device, use_f16=use_f16, use_flash_attn=use_flash_attn, vae_tiling=vae_tiling,
         vae_slicing=vae_slicing, offload=offload, compile=compile, host=host, port=port, worker_id=worker_id,
-        max_queue=max_queue, png_compression=png_compression, job_timeout=job_timeout, api_key=api_key,
+        max_queue=max_queue, max_batch=max_batch, batch_window_ms=batch_window_ms, png_compression=png_compression,
+        job_timeout=job_timeout, api_key=api_key,
         cors_origin=cors_origin, output_dir=output_dir, output_url=output_url,
         callback_url=callback_url,
         lora_dir=lora_dir, preview_decoder=preview_decoder,

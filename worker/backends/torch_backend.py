@@ -10,7 +10,7 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -119,14 +119,15 @@ class TorchBackend:
 
     def generate(self, request: GenerationRequest, hooks: StepHooks) -> list[Image.Image]:
         """Run one job; running out of memory fails the job with `out_of_memory` and frees what it held."""
-        try:
-            with self._call_context():
-                return runner.run(self.model, request, hooks, generator_device="cpu")
-        except Exception as exc:
-            if not self.is_oom(exc):
-                raise
-            self.release_memory()
-            raise OutOfMemory(f"out of memory on {self.device}: {exc}") from exc
+        with self._device_call():
+            return runner.run(self.model, request, hooks, generator_device="cpu")
+
+    def generate_batch(
+        self, requests: list[GenerationRequest], hooks: list[StepHooks], on_drop: Callable[[int, Exception], None]
+    ) -> list[list[Image.Image] | None]:
+        """Run compatible jobs as one pipeline call; out of memory fails them all, as for one job."""
+        with self._device_call():
+            return runner.run_batch(self.model, requests, hooks, "cpu", on_drop)
 
     def info(self) -> dict[str, Any]:
         """Attention kernel in use, device memory and where each component lives, for /health."""
@@ -158,6 +159,18 @@ class TorchBackend:
         return isinstance(exc, torch.OutOfMemoryError)
 
     # ---------------------------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _device_call(self) -> Iterator[None]:
+        """A pipeline call: inference mode and attention kernel; out of memory becomes `OutOfMemory`."""
+        try:
+            with self._call_context():
+                yield
+        except Exception as exc:
+            if not self.is_oom(exc):
+                raise
+            self.release_memory()
+            raise OutOfMemory(f"out of memory on {self.device}: {exc}") from exc
 
     @contextlib.contextmanager
     def _call_context(self) -> Iterator[None]:
