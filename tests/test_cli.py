@@ -123,3 +123,19 @@ def test_serve_a_real_process_then_stop_it(tiny_model: Any) -> None:
         process.send_signal(signal.SIGTERM)
         code = process.wait(30)
     assert code == 0
+
+
+def test_batching_and_png_options_reach_the_settings(monkeypatch: Any) -> None:
+    from typer.testing import CliRunner
+
+    from worker import cli as cli_module
+    from worker.config import Settings
+
+    served: list[Settings] = []
+    monkeypatch.setattr(cli_module, "_serve", lambda settings: served.append(settings) or 0)
+    args = ["--max-batch", "3", "--batch-window-ms", "0", "--png-compression", "9"]
+    result = CliRunner().invoke(cli_module.app, args)
+    assert result.exit_code == 0, result.output
+    assert (served[0].max_batch, served[0].batch_window_ms, served[0].png_compression) == (3, 0.0, 9)
+    refused = CliRunner().invoke(cli_module.app, ["--png-compression", "10"])
+    assert refused.exit_code == 2 and "--png-compression" in refused.output

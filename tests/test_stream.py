@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -161,3 +162,21 @@ async def test_health_and_ready(client_for: Any) -> None:
     assert health["model_version"] == "v1-5" and health["device"] == "cpu" and health["dtype"] == "fp32"
     for key in ("worker_id", "model_ref", "uptime_seconds", "queue_depth", "active_jobs", "version"):
         assert key in health
+
+
+def zlib_level(png: bytes) -> int:
+    """FLEVEL of the first IDAT chunk's zlib header: 0 = fastest (levels 0-1) … 2 = default (6) … 3 = max (7-9)."""
+    start = png.index(b"IDAT") + 4
+    return png[start + 1] >> 6
+
+
+async def test_png_compression_sets_the_zlib_level(client_for: Any) -> None:
+    body = {"width": 128, "height": 128, "prompt": "a cat", "steps": 2, "seed": 5}
+    encoded = {}
+    for level in (None, 6, 9):
+        async with client_for("sd15", **({} if level is None else {"png_compression": level})) as client:
+            encoded[level] = base64.b64decode((await client.post("/execute", json=body, headers=JSON)).json()["image"])
+    assert {level: zlib_level(png) for level, png in encoded.items()} == {None: 0, 6: 2, 9: 3}  # default: 1
+    assert len(encoded[None]) > len(encoded[9])
+    decoded = [pixels(decode(base64.b64encode(png).decode())) for png in encoded.values()]
+    assert all(np.array_equal(decoded[0], other) for other in decoded[1:])

@@ -81,6 +81,16 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default 8081).")] = None,
     worker_id: Annotated[str | None, typer.Option(help="Worker id (default hostname-port).")] = None,
     max_queue: Annotated[int | None, typer.Option(help="Jobs allowed to wait before 429 (default 16).")] = None,
+    max_batch: Annotated[
+        int | None, typer.Option(help="Images one pipeline call may batch across compatible jobs (8; 1 = off).")
+    ] = None,
+    batch_window_ms: Annotated[
+        float | None,
+        typer.Option(help="Milliseconds a batch may wait for compatible jobs while clients are batching (20)."),
+    ] = None,
+    png_compression: Annotated[
+        int | None, typer.Option(help="PNG zlib level 0-9 (default 1: fast; 9: smallest, slowest).")
+    ] = None,
     job_timeout: Annotated[float | None, typer.Option(help="Seconds a job may run before it is stopped (600).")] = None,
     cors_origin: Annotated[
         list[str] | None, typer.Option(help="Allow this browser origin (repeatable); CORS is off without it.")
@@ -111,7 +121,8 @@ def serve(
         cuda_device=cuda_device, use_f16=use_f16, use_flash_attn=use_flash_attn, vae_tiling=vae_tiling,
         vae_slicing=vae_slicing, offload=offload, compile=compile, host=host, port=port, worker_id=worker_id,
         components=components,
-        max_queue=max_queue, job_timeout=job_timeout, api_key=api_key,
+        max_queue=max_queue, max_batch=max_batch, batch_window_ms=batch_window_ms, png_compression=png_compression,
+        job_timeout=job_timeout, api_key=api_key,
         cors_origin=cors_origin, output_dir=output_dir, output_url=output_url,
         callback_url=callback_url,
         lora_dir=lora_dir, preview_decoder=preview_decoder,

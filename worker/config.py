@@ -15,6 +15,9 @@ DType = Literal["auto", "fp32", "fp16", "bf16"]
 FlashAttention = Literal["off", "auto", "require"]  # CLI: absent, --use-flash-attn, --use-flash-attn=require
 Offload = Literal["none", "model", "sequential"]
 Components = Literal["all", "text-encoder", "denoiser"]
+# Long enough for the clients of a batch to send their next jobs (results go out one by one, a few ms apart);
+# spent only while a crowd is expected (see engine.batching), so a lone client never waits.
+BATCH_WINDOW_MS = 20.0
 
 
 class Limits(BaseSettings):
@@ -61,6 +64,13 @@ class Settings(BaseSettings):
     api_key: str | None = Field(None, description="Require Authorization: Bearer <key> on every route but /health.")
     cors_origin: list[str] = Field(default_factory=list, description="Origins allowed by CORS (none: CORS off).")
     max_queue: int = Field(16, ge=0, description="Jobs waiting (not running) before 429.")
+    max_batch: int = Field(
+        8, ge=1, description="Images (not jobs) one pipeline call may batch across compatible jobs; 1 = off."
+    )
+    batch_window_ms: float = Field(
+        BATCH_WINDOW_MS, ge=0, description="How long a batch may wait for the compatible jobs a crowd will send."
+    )
+    png_compression: int = Field(1, ge=0, le=9, description="zlib level of PNG outputs (1 = fast, 9 = smallest).")
     output_dir: Path | None = None
     preview_decoder: Literal["linear", "vae"] = Field(
         "linear", description="previews by a fitted latent→RGB projection (cheap) or a full VAE decode"

@@ -18,7 +18,7 @@ PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 MIME_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 EXIF_IFD = 0x8769
 EXIF_USER_COMMENT = 0x9286
-PNG_COMPRESS_LEVEL = 1  # fast: a 1024² PNG in tens of ms rather than hundreds
+PNG_COMPRESS_LEVEL = 1  # default of --png-compression: a 1024² PNG in tens of ms rather than hundreds
 
 
 def b64decode_field(data: str, field: str) -> bytes:
@@ -95,11 +95,17 @@ def composite(original: Image.Image, generated: Image.Image, mask: Image.Image) 
 
 
 def encode_image(
-    image: Image.Image, fmt: str, infotext: str, request_json: dict[str, Any], compression: int | None = None
+    image: Image.Image,
+    fmt: str,
+    infotext: str,
+    request_json: dict[str, Any],
+    compression: int | None = None,
+    png_level: int = PNG_COMPRESS_LEVEL,
 ) -> bytes:
     """PNG with `parameters` + `sd-worker` text chunks, or JPEG/WebP with the same in EXIF UserComment.
 
-    `compression` (0-100, OpenAI's `output_compression`) sets PNG's zlib level or JPEG/WebP's quality (100 - c).
+    `compression` (0-100, OpenAI's `output_compression`) sets PNG's zlib level or JPEG/WebP's quality (100 - c);
+    without it PNGs use `png_level` (the worker's --png-compression).
     """
     buffer = io.BytesIO()
     payload = json.dumps(request_json, separators=(",", ":"), sort_keys=True)
@@ -107,7 +113,7 @@ def encode_image(
         info = PngImagePlugin.PngInfo()
         info.add_text("parameters", infotext)
         info.add_text("sd-worker", payload)
-        level = PNG_COMPRESS_LEVEL if compression is None else round(compression * 9 / 100)
+        level = png_level if compression is None else round(compression * 9 / 100)
         image.save(buffer, "PNG", pnginfo=info, compress_level=level)
     else:
         exif = Image.Exif()

@@ -42,6 +42,7 @@ def run_oneshot(settings: Settings, fields: dict[str, Any], output: Path) -> int
             keep_results=1,
             result_ttl=settings.result_ttl,
             store=OutputStore(None, keep=1, max_age=3600.0),
+            png_level=settings.png_compression,
         )
         service = GenerationService(engine, backend.family, settings.limits)
         request = service.resolve("txt2img", body)

@@ -43,6 +43,9 @@ def create_app(
         keep_results=settings.keep_results,
         result_ttl=settings.result_ttl,
         store=OutputStore(settings.output_dir, settings.output_keep, settings.output_max_age, settings.output_url),
+        max_batch=settings.max_batch,
+        batch_window=settings.batch_window_ms / 1000,
+        png_level=settings.png_compression,
     )
     state = WorkerState(settings, backend, engine, GenerationService(engine, backend.family, settings.limits))
 

@@ -55,15 +55,18 @@ async def drain(state: WorkerState) -> None:
     if state.registrar is not None:
         await state.registrar.stop()
     state.engine.close()
-    active = state.engine.active_job
-    if active is None:
+    active = state.engine.active_jobs  # one batch: every job in it finishes (or is cancelled) together
+    if not active:
         return
-    log.info("draining: waiting up to %gs for job %s", state.settings.drain_timeout, active.id)
+    ids = ", ".join(job.id for job in active)
+    log.info("draining: waiting up to %gs for job(s) %s", state.settings.drain_timeout, ids)
     try:
-        await asyncio.wait_for(_until_final(active.events), state.settings.drain_timeout)
+        every = asyncio.gather(*(_until_final(job.events) for job in active))
+        await asyncio.wait_for(every, state.settings.drain_timeout)
     except TimeoutError:
-        log.warning("job %s did not finish within the drain timeout; cancelling it", active.id)
-        state.engine.cancel(active, "the worker is shutting down")
+        log.warning("job(s) %s did not finish within the drain timeout; cancelling them", ids)
+        for job in active:
+            state.engine.cancel(job, "the worker is shutting down")
 
 
 async def _until_final(events: EventLog) -> None:

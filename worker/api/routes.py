@@ -46,7 +46,7 @@ async def health(state: State) -> dict[str, Any]:
         "dtype": backend.dtype,
         "uptime_seconds": round(time.monotonic() - state.started_at, 1),
         "queue_depth": engine.queue_depth,
-        "active_jobs": int(engine.active_job is not None),
+        "active_jobs": len(engine.active_jobs),
         "version": __version__,
         "capabilities": list(capabilities(backend.components)),
         **(backend.info() if backend.loaded else {}),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from PIL import Image
@@ -71,6 +72,13 @@ class ImageGenerationBackend(Protocol):
 
     def encode_prompt(self, prompt: str, negative_prompt: str | None, guidance: float) -> Tensors:
         """The prompt's embeddings by the model's own text encoders (negatives when `guidance` uses them)."""
+    def generate_batch(
+        self, requests: list[GenerationRequest], hooks: list[StepHooks], on_drop: Callable[[int, Exception], None]
+    ) -> list[list[Image.Image] | None]:
+        """Run compatible jobs (equal `engine.batching.batch_key`) as one call; job i reports to `hooks[i]`.
+
+        A job whose hooks raise is dropped (`on_drop(i, exc)`, its slot None) while the others finish.
+        """
 
     def memory(self) -> dict[str, int | None]:
         """Bytes allocated / reserved / total on the device (cheap: no walk over the weights)."""

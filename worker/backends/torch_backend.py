@@ -11,7 +11,7 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -144,14 +144,21 @@ class TorchBackend:
 
     def generate(self, request: GenerationRequest, hooks: StepHooks) -> list[Image.Image]:
         """Run one job; running out of memory fails the job with `out_of_memory` and frees what it held."""
-        with self._device_lock, self._out_of_memory_fails():
+        with self._device_call():
             return runner.run(self.model, request, hooks, generator_device="cpu")
+
+    def generate_batch(
+        self, requests: list[GenerationRequest], hooks: list[StepHooks], on_drop: Callable[[int, Exception], None]
+    ) -> list[list[Image.Image] | None]:
+        """Run compatible jobs as one pipeline call; out of memory fails them all, as for one job."""
+        with self._device_call():
+            return runner.run_batch(self.model, requests, hooks, "cpu", on_drop)
 
     def encode_prompt(self, prompt: str, negative_prompt: str | None, guidance: float) -> prompts.Tensors:
         """Run the text encoders (with the negatives when `guidance` uses them), for /encode."""
         if self._text is None:
             raise RuntimeError("no text encoder loaded")
-        with self._device_lock, self._out_of_memory_fails():
+        with self._device_call():
             return prompts.encode(self._text, prompt, negative_prompt, guidance)
 
     def info(self) -> dict[str, Any]:
@@ -186,10 +193,11 @@ class TorchBackend:
     # ---------------------------------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _out_of_memory_fails(self) -> Iterator[None]:
-        """Device work under inference mode; running out of memory becomes `OutOfMemory`, memory is freed."""
+    def _device_call(self) -> Iterator[None]:
+        """Device work (a pipeline call or /encode), one at a time: inference mode and attention kernel; out of
+        memory becomes `OutOfMemory` and frees what it held."""
         try:
-            with self._call_context():
+            with self._device_lock, self._call_context():
                 yield
         except Exception as exc:
             if not self.is_oom(exc):

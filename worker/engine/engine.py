@@ -11,12 +11,14 @@ from typing import Any
 from PIL import Image
 
 from worker.backends.base import ImageGenerationBackend
+from worker.engine.batching import Batcher
 from worker.engine.executor import DeviceExecutor
 from worker.engine.job import Job
 from worker.engine.queue import JobQueue
 from worker.engine.request import GenerationRequest
 from worker.engine.results import encode_result
 from worker.errors import JobCancelled, NotFound
+from worker.imaging import PNG_COMPRESS_LEVEL
 from worker.metrics import Metrics
 from worker.outputs import OutputStore
 
@@ -36,6 +38,9 @@ class Engine:
         result_ttl: float,
         store: OutputStore,
         metrics: Metrics | None = None,
+        max_batch: int = 1,
+        batch_window: float = 0.0,
+        png_level: int = PNG_COMPRESS_LEVEL,
     ) -> None:
         self.backend = backend
         self._job_timeout = job_timeout
@@ -47,8 +52,9 @@ class Engine:
         self.store = store
         self.metrics = metrics or Metrics()
         self.metrics.watch_queue(lambda: len(self._queue))
-        encoder = functools.partial(self._encode, store=store)
-        self._executor = DeviceExecutor(backend, self._queue, encoder, self.metrics)
+        encoder = functools.partial(self._encode, store=store, png_level=png_level)
+        batcher = Batcher(self._queue, max_images=max_batch, window=batch_window)
+        self._executor = DeviceExecutor(backend, batcher, encoder, self.metrics)
 
     def start(self) -> None:
         """Start the device thread."""
@@ -76,9 +82,15 @@ class Engine:
         return self._executor.consecutive_failures >= DEGRADED_AFTER
 
     @property
+    def active_jobs(self) -> list[Job]:
+        """The jobs on the device (one batch; empty when idle)."""
+        return list(self._executor.active)
+
+    @property
     def active_job(self) -> Job | None:
-        """The job on the device, if any."""
-        return self._executor.active
+        """The first job on the device, if any."""
+        active = self._executor.active
+        return active[0] if active else None
 
     def submit(self, request: GenerationRequest) -> Job:
         """Queue a job (raises QueueFull) and remember it."""
@@ -127,5 +139,6 @@ class Engine:
                 del self._jobs[job.id]
                 excess -= 1
 
-    def _encode(self, job: Job, images: list[Image.Image], *, store: OutputStore) -> dict[str, Any]:
-        return encode_result(job, images, self.backend.family.name, self.backend.default_scheduler, store)
+    def _encode(self, job: Job, images: list[Image.Image], *, store: OutputStore, png_level: int) -> dict[str, Any]:
+        family, sampler = self.backend.family.name, self.backend.default_scheduler
+        return encode_result(job, images, family, sampler, store, png_level)

@@ -13,8 +13,8 @@ from PIL import Image
 
 from worker import imaging
 from worker.backends.base import ImageGenerationBackend
+from worker.engine.batching import Batcher
 from worker.engine.job import Job
-from worker.engine.queue import JobQueue
 from worker.errors import JobCancelled, JobTimeout, ModelError, WorkerError
 from worker.metrics import Metrics
 
@@ -98,17 +98,23 @@ class JobHooks:
 
 
 class DeviceExecutor:
-    """Takes jobs from the queue and runs them on the backend; encoding is handed to a small thread pool."""
+    """Takes batches of jobs from the queue and runs them on the backend; encoding is handed to a small pool."""
 
-    def __init__(self, backend: ImageGenerationBackend, queue: JobQueue, encoder: Encoder, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        backend: ImageGenerationBackend,
+        batcher: Batcher,
+        encoder: Encoder,
+        metrics: Metrics,
+    ) -> None:
         self._backend = backend
         self._metrics = metrics
-        self._queue = queue
+        self._batcher = batcher
         self._encoder = encoder
         self._encode_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sd-worker-encode")
         self._thread = threading.Thread(target=self._loop, name="sd-worker-executor", daemon=True)
-        self.active: Job | None = None
-        self.average_seconds = 5.0  # moving average of a job's run time, for Retry-After
+        self.active: list[Job] = []  # the jobs on the device (one batch)
+        self.average_seconds = 5.0  # moving average of device seconds per job (a batch's time over its jobs)
         self.consecutive_failures = 0  # device/model failures in a row; a success resets it
 
     def start(self) -> None:
@@ -122,37 +128,71 @@ class DeviceExecutor:
         self._encode_pool.shutdown(wait=True)
 
     def _loop(self) -> None:
-        while (job := self._queue.take()) is not None:
-            if job.cancel_requested:
-                self._fail(job, JobCancelled(job.cancel_reason or "cancelled"), time.monotonic())
+        while (batch := self._batcher.next()) is not None:
+            jobs = []
+            for job in batch:
+                if job.cancel_requested:
+                    self._fail(job, JobCancelled(job.cancel_reason or "cancelled"), time.monotonic())
+                else:
+                    jobs.append(job)
+            if not jobs:
                 continue
-            self.active = job
+            self.active = jobs
+            started = time.monotonic()
             try:
-                self._run(job)
+                if len(jobs) == 1:
+                    self._run(jobs[0], started)
+                else:
+                    self._run_batch(jobs, started)
             finally:
-                self.active = None
+                self.active = []
+                per_job = (time.monotonic() - started) / len(jobs)
+                self.average_seconds = 0.8 * self.average_seconds + 0.2 * per_job
 
-    def _run(self, job: Job) -> None:
+    def _start(self, job: Job) -> JobHooks:
         job.mark_running()
-        started = time.monotonic()
+        job.total_steps = self._backend.count_steps(job.request)
+        job.publish("started", seeds=list(job.request.seeds), total_steps=job.total_steps)
+        return JobHooks(job, self._encode_pool, self._metrics)
+
+    def _run(self, job: Job, started: float) -> None:
         try:
-            job.total_steps = self._backend.count_steps(job.request)
-            job.publish("started", seeds=list(job.request.seeds), total_steps=job.total_steps)
-            hooks = JobHooks(job, self._encode_pool, self._metrics)
+            hooks = self._start(job)
             images = self._backend.generate(job.request, hooks)
         except Exception as exc:  # a pipeline failure must fail this job only, never the thread
-            if not isinstance(exc, WorkerError):
-                log.exception("job %s failed", job.id)
-                exc = ModelError(f"generation failed: {type(exc).__name__}: {exc}")
-            if exc.code in DEVICE_FAILURES:
-                self.consecutive_failures += 1
-            self._fail(job, exc, started)
+            self._failed([job], exc, started)
             return
-        finally:
-            self.average_seconds = 0.8 * self.average_seconds + 0.2 * (time.monotonic() - started)
         self.consecutive_failures = 0
+        self._encode(job, images, hooks, started)
+
+    def _run_batch(self, jobs: list[Job], started: float) -> None:
+        """One pipeline call for compatible jobs; a job whose hooks stop it is failed at once, the rest go on."""
+
+        def drop(index: int, exc: Exception) -> None:
+            self._fail(jobs[index], _as_worker_error(exc, jobs[index]), started)
+
+        try:
+            hooks = [self._start(job) for job in jobs]
+            outcomes = self._backend.generate_batch([job.request for job in jobs], list(hooks), drop)
+        except Exception as exc:
+            self._failed([job for job in jobs if not job.status.final], exc, started)
+            return
+        self.consecutive_failures = 0
+        for job, job_hooks, images in zip(jobs, hooks, outcomes, strict=True):
+            if images is not None:
+                self._encode(job, images, job_hooks, started)
+
+    def _encode(self, job: Job, images: list[Image.Image], hooks: JobHooks, started: float) -> None:
         job.publish("stage", stage="encoding_image")
         self._encode_pool.submit(self._finish, job, images, hooks.pending, started)
+
+    def _failed(self, jobs: list[Job], exc: Exception, started: float) -> None:
+        """The device call failed: fail `jobs` with it, counting device/model failures for /health."""
+        error = _as_worker_error(exc, jobs[0] if jobs else None)
+        if error.code in DEVICE_FAILURES:
+            self.consecutive_failures += 1
+        for job in jobs:
+            self._fail(job, error, started)
 
     def _finish(self, job: Job, images: list[Image.Image], previews: list[Future[None]], started: float) -> None:
         wait(previews)  # every preview is out before `complete` closes the stream
@@ -169,3 +209,11 @@ class DeviceExecutor:
         outcome = "cancelled" if error.code == "cancelled" else "failed"
         self._metrics.job_finished(outcome, time.monotonic() - started, 0, error.code)
         job.fail(error)
+
+
+def _as_worker_error(exc: Exception, job: Job | None) -> WorkerError:
+    """`exc` as the error a job ends with: worker errors as they are, anything else a logged `model_error`."""
+    if isinstance(exc, WorkerError):
+        return exc
+    log.exception("job %s failed", job.id if job is not None else "?", exc_info=exc)
+    return ModelError(f"generation failed: {type(exc).__name__}: {exc}")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import deque
+from collections.abc import Callable
 
 from worker.engine.job import Job
 from worker.errors import QueueFull
@@ -46,6 +48,23 @@ class JobQueue:
             job = self._jobs.popleft()
             self._announce_positions()
             return job
+
+    def take_where(self, accept: Callable[[Job], bool], until: float) -> Job | None:
+        """The first waiting job that `accept`s, taken out of line (the jobs it passes keep their order).
+
+        Waits for one until the monotonic time `until`; None if none came (or the queue was closed).
+        """
+        with self._cond:
+            while True:
+                job = next((j for j in self._jobs if accept(j)), None)
+                if job is not None:
+                    self._jobs.remove(job)
+                    self._announce_positions()
+                    return job
+                remaining = until - time.monotonic()
+                if self._closed or remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
 
     def remove(self, job: Job) -> bool:
         """Take a waiting job out of line; False if it was not waiting."""

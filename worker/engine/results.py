@@ -14,9 +14,14 @@ from worker.pipelines.families import SAMPLER_LABELS, SCHEDULER_CLASS_LABELS
 
 
 def encode_result(
-    job: Job, images: list[Image.Image], model_name: str, default_sampler: str, store: OutputStore
+    job: Job,
+    images: list[Image.Image],
+    model_name: str,
+    default_sampler: str,
+    store: OutputStore,
+    png_level: int = imaging.PNG_COMPRESS_LEVEL,
 ) -> dict[str, Any]:
-    """Encode every image of `job` and build the payload of its `complete` event."""
+    """Encode every image of `job` and build the payload of its `complete` event (PNGs at zlib `png_level`)."""
     request = job.request
     if request.scheduler is not None:
         sampler = SAMPLER_LABELS[request.scheduler]
@@ -38,7 +43,7 @@ def encode_result(
             strength=request.strength,
         )
         echo = {**request.echo, "seed": seed}
-        data = imaging.encode_image(image, request.output_format, text, echo, request.output_compression)
+        data = imaging.encode_image(image, request.output_format, text, echo, request.output_compression, png_level)
         if store.persist_all:
             files.append(store.save(job.id, index, request.output_format, data))
         encoded.append(imaging.to_base64(data))

@@ -1,9 +1,14 @@
-"""Run one job on a loaded model: per-image generators, a fresh scheduler, the step callback, the composite."""
+"""Run jobs on a loaded model: per-image generators, a fresh scheduler, the step callback, the composite.
+
+`run` makes one job's images; `run_batch` makes several compatible jobs' images in one pipeline call (see
+`worker.engine.batching`), each job with its own hooks, seeds and images.
+"""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
+import itertools
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -55,16 +60,32 @@ def call_kwargs(model: LoadedModel, request: GenerationRequest, generator_device
     return {key: value for key, value in kwargs.items() if key in accepted and value is not None}
 
 
+def batch_kwargs(model: LoadedModel, requests: list[GenerationRequest], generator_device: str) -> dict[str, Any]:
+    """The keyword arguments of one call making every image of `requests` (jobs with equal batch keys).
+
+    Prompts are repeated per image rather than per job (`num_images_per_prompt` is one number for the whole
+    call), and generator i is seeded with image i's seed, so each image depends on its own seed alone.
+    """
+    kwargs = call_kwargs(model, requests[0], generator_device)
+    kwargs["prompt"] = [r.prompt for r in requests for _ in r.seeds]
+    if "negative_prompt" in kwargs:  # the batch key makes it present for every job or for none
+        kwargs["negative_prompt"] = [r.negative_prompt for r in requests for _ in r.seeds]
+    if "num_images_per_prompt" in kwargs:
+        kwargs["num_images_per_prompt"] = 1
+    kwargs["generator"] = generators(tuple(seed for r in requests for seed in r.seeds), generator_device)
+    return kwargs
+
+
 @contextmanager
-def _signal_denoising(denoiser: Any, hooks: StepHooks) -> Iterator[None]:
-    """Report the `denoising` stage when the denoiser is first called (the prompt is encoded by then)."""
+def _signal_denoising(denoiser: Any, on_start: Callable[[], None]) -> Iterator[None]:
+    """Call `on_start` when the denoiser is first called (the prompt is encoded by then)."""
     fired = False
 
     def pre_hook(module: Any, args: Any) -> None:
         nonlocal fired
         if not fired:
             fired = True
-            hooks.stage("denoising")
+            on_start()
 
     handle = denoiser.register_forward_pre_hook(pre_hook)
     try:
@@ -92,27 +113,83 @@ def decode_latents(model: LoadedModel, latents: Any) -> Image.Image:
     return image
 
 
+def _report_step(model: LoadedModel, hooks: StepHooks, step: int, latents: Any) -> None:
+    """Tell a job that `step` finished (raises to stop it), with a preview of its `latents` if it wants one."""
+    hooks.step(step)
+    if hooks.wants_preview(step):
+        hooks.preview(step, model.preview(latents, decode_latents))
+
+
 def run(model: LoadedModel, request: GenerationRequest, hooks: StepHooks, generator_device: str) -> list[Image.Image]:
     """Generate the request's images; raising from the step callback stops the loop before the VAE decode."""
     pipe = model.variants[request.task]
     pipe.scheduler = fresh_scheduler(model.default_scheduler, request.scheduler)
 
     def on_step_end(_pipe: Any, index: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-        hooks.step(index + 1)
-        if hooks.wants_preview(index + 1):
-            hooks.preview(index + 1, model.preview(tensors["latents"], decode_latents))
+        _report_step(model, hooks, index + 1, tensors["latents"])
         return tensors
 
     kwargs = call_kwargs(model, request, generator_device)
     hooks.check()
     model.adapters.activate(model.base, request.loras)
     hooks.stage("encoding_prompt")
-    with _signal_denoising(model.denoiser, hooks):
+    with _signal_denoising(model.denoiser, lambda: hooks.stage("denoising")):
         images: list[Image.Image] = pipe(**kwargs, callback_on_step_end=on_step_end).images
     if request.task == "inpaint":
         assert request.image is not None and request.mask is not None
         images = [imaging.composite(request.image, image, request.mask) for image in images]
     return images
+
+
+class _EveryJobStopped(Exception):
+    """Raised from the step callback once no job of a batch wants its images: stops before the VAE decode."""
+
+
+def run_batch(
+    model: LoadedModel,
+    requests: list[GenerationRequest],
+    hooks: list[StepHooks],
+    generator_device: str,
+    on_drop: Callable[[int, Exception], None],
+) -> list[list[Image.Image] | None]:
+    """Generate several compatible txt2img jobs' images in one pipeline call; job i reports to `hooks[i]`.
+
+    When job i's hooks raise (cancelled, timed out), `on_drop(i, exc)` is called at once, job i hears nothing
+    more and its slot comes back as None; the others carry on. Once every job is dropped the loop stops
+    before the VAE decode.
+    """
+    pipe = model.variants["txt2img"]
+    pipe.scheduler = fresh_scheduler(model.default_scheduler, requests[0].scheduler)
+    ends = list(itertools.accumulate(r.num_samples for r in requests))
+    slots = [slice(end - r.num_samples, end) for r, end in zip(requests, ends, strict=True)]
+    live = list(range(len(requests)))
+
+    def each_live(action: Callable[[int], None]) -> None:
+        for i in list(live):
+            try:
+                action(i)
+            except Exception as exc:  # whatever stops one job stops that job only
+                live.remove(i)
+                on_drop(i, exc)
+
+    def on_step_end(_pipe: Any, index: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        each_live(lambda i: _report_step(model, hooks[i], index + 1, tensors["latents"][slots[i]]))
+        if not live:
+            raise _EveryJobStopped
+        return tensors
+
+    kwargs = batch_kwargs(model, requests, generator_device)
+    each_live(lambda i: hooks[i].check())
+    if not live:
+        return [None] * len(requests)
+    model.adapters.activate(model.base, requests[0].loras)
+    each_live(lambda i: hooks[i].stage("encoding_prompt"))
+    try:
+        with _signal_denoising(model.denoiser, lambda: each_live(lambda i: hooks[i].stage("denoising"))):
+            images: list[Image.Image] = pipe(**kwargs, callback_on_step_end=on_step_end).images
+    except _EveryJobStopped:
+        return [None] * len(requests)
+    return [images[slots[i]] if i in live else None for i in range(len(requests))]
 
 
 class _SilentHooks:
