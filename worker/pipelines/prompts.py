@@ -7,6 +7,7 @@ would have computed (the pipelines repeat the embeddings per image themselves).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,7 @@ def _sd(pipe: Any, prompt: str, negative: str | None, cfg: bool) -> tuple[Any, .
     return tuple(pipe.encode_prompt(prompt, pipe._execution_device, 1, cfg, negative))
 
 
-def _sdxl(pipe: Any, prompt: str, negative: str | None, cfg: bool) -> tuple[Any, ...]:
+def _by_keyword(pipe: Any, prompt: str, negative: str | None, cfg: bool, **fixed: None) -> tuple[Any, ...]:
     return tuple(
         pipe.encode_prompt(
             prompt=prompt,
@@ -37,20 +38,7 @@ def _sdxl(pipe: Any, prompt: str, negative: str | None, cfg: bool) -> tuple[Any,
             num_images_per_prompt=1,
             do_classifier_free_guidance=cfg,
             negative_prompt=negative,
-        )
-    )
-
-
-def _sd3(pipe: Any, prompt: str, negative: str | None, cfg: bool) -> tuple[Any, ...]:
-    return tuple(
-        pipe.encode_prompt(
-            prompt=prompt,
-            prompt_2=None,
-            prompt_3=None,
-            device=pipe._execution_device,
-            num_images_per_prompt=1,
-            do_classifier_free_guidance=cfg,
-            negative_prompt=negative,
+            **fixed,
         )
     )
 
@@ -90,8 +78,10 @@ class Layout:
 _CLIP_POOLED = ("prompt_embeds", "negative_prompt_embeds", *POOLED)
 LAYOUTS: dict[str, Layout] = {
     "StableDiffusionPipeline": Layout(("prompt_embeds", "negative_prompt_embeds"), _sd, cfg_above=1.0),
-    "StableDiffusionXLPipeline": Layout(_CLIP_POOLED, _sdxl, cfg_above=1.0),
-    "StableDiffusion3Pipeline": Layout(_CLIP_POOLED, _sd3, cfg_above=1.0, repeats_given=False),
+    "StableDiffusionXLPipeline": Layout(_CLIP_POOLED, _by_keyword, cfg_above=1.0),
+    "StableDiffusion3Pipeline": Layout(
+        _CLIP_POOLED, functools.partial(_by_keyword, prompt_2=None, prompt_3=None), cfg_above=1.0, repeats_given=False
+    ),
     "ZImagePipeline": Layout(("prompt_embeds", "negative_prompt_embeds"), _zimage, cfg_above=0.0, batched=False),
 }
 
