@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import parse_sse
+from tests.conftest import live_server, parse_sse, worker_settings
 from tests.helpers import decode, pixels
 from tests.test_cancel import Calls, slow_denoiser
 from worker.backends.cpu import CpuBackend
@@ -47,10 +47,14 @@ def batch_sizes(shapes: list[tuple[int, ...]], width: int = 64) -> list[int]:
 
 
 async def queue_behind_a_blocker(
-    client: httpx.AsyncClient, unet: Calls, bodies: list[dict[str, Any]], stream: bool = False
-) -> list[asyncio.Task[httpx.Response]]:
-    """Occupy the (slowed) device with an incompatible 48-px job, queue `bodies` behind it, let the blocker finish;
-    returns the queued requests, which run once the blocker is done."""
+    client: httpx.AsyncClient,
+    unet: Calls,
+    bodies: list[dict[str, Any]],
+    stream: bool = False,
+    others: tuple[Coroutine[Any, Any, Any], ...] = (),
+) -> list[asyncio.Task[Any]]:
+    """Occupy the (slowed) device with an incompatible 48-px job, queue `bodies` (and the jobs `others` send)
+    behind it, let the blocker finish; returns the queued requests, which run once the blocker is done."""
     blocker = asyncio.create_task(
         client.post("/execute", json={**BODY, "prompt": "blocker", "width": 48, "steps": 6}, headers=JSON)
     )
@@ -58,8 +62,9 @@ async def queue_behind_a_blocker(
         await asyncio.sleep(0.01)
     headers = {} if stream else JSON
     tasks = [asyncio.create_task(client.post("/execute", json=body, headers=headers)) for body in bodies]
+    tasks += [asyncio.create_task(other) for other in others]
     deadline = time.monotonic() + 30
-    while (await client.get("/health")).json()["queue_depth"] < len(bodies):
+    while (await client.get("/health")).json()["queue_depth"] < len(tasks):
         assert time.monotonic() < deadline, "the jobs never queued"
         await asyncio.sleep(0.01)
     assert (await blocker).status_code == 200
@@ -222,6 +227,43 @@ async def test_a_batch_whose_jobs_are_all_cancelled_stops_before_decoding(client
     assert 1 <= len(batch_sizes(shapes)) < 20 and set(batch_sizes(shapes)) == {4}
     assert decodes == 1, "only the blocker was decoded"
     assert after.status_code == 200
+
+
+async def test_jobs_that_time_out_inside_a_batch_end_with_timeout(client_for: Any, backend_for: Any) -> None:
+    backend = backend_for("sd15")
+    bodies = [{**BODY, "prompt": f"cat {seed}", "seed": seed, "steps": 40} for seed in (1, 2)]
+    async with client_for("sd15", job_timeout=1.0) as client:
+        with slow_denoiser(backend, 0.05) as (unet, decoder), denoiser_batches(backend) as shapes:
+            responses = await asyncio.gather(*await queue_behind_a_blocker(client, unet, bodies))
+            decodes = decoder.count
+    assert [r.json()["error"]["code"] for r in responses] == ["timeout", "timeout"]
+    assert 1 <= len(batch_sizes(shapes)) < 40 and set(batch_sizes(shapes)) == {4}
+    assert decodes == 1, "only the blocker was decoded"
+
+
+async def test_a_client_that_leaves_a_batch_cancels_only_its_job(backend_for: Any, tiny_model: Any) -> None:
+    backend = backend_for("sd15")
+    bodies = [{**BODY, "prompt": f"cat {seed}", "seed": seed, "steps": 8} for seed in (1, 2, 3)]
+
+    async def leave_at_step_2(client: httpx.AsyncClient) -> str:
+        async with client.stream("POST", "/execute", json=bodies[1]) as response:
+            async for line in response.aiter_lines():
+                if line.startswith("data: ") and '"step":2' in line:
+                    break
+        return response.headers["x-job-id"]
+
+    with live_server(worker_settings("sd15", tiny_model("sd15")), backend) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            with slow_denoiser(backend, 0.05) as (unet, _), denoiser_batches(backend) as shapes:
+                stay = [bodies[0], bodies[2]]
+                tasks = await queue_behind_a_blocker(client, unet, stay, stream=True, others=(leave_at_step_2(client),))
+                *stayed, left = await asyncio.gather(*tasks)
+                view = (await client.get(f"/v1/jobs/{left}")).json()
+    assert batch_sizes(shapes)[:8] == [6] * 8
+    assert view["status"] == "cancelled" and view["error"]["message"] == "client disconnected"
+    assert 2 <= view["progress"]["step"] < 8
+    for body, response in zip(stay, stayed, strict=True):
+        check_events(parse_sse(response.text), body, steps=8)
 
 
 async def job_with_seed(client: httpx.AsyncClient, seed: int) -> str:
