@@ -188,11 +188,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
-def direct_call(pipe: Any, request: GenerationRequest) -> float:
+def direct_call(model: Any, request: GenerationRequest) -> float:
     """Seconds for the plain diffusers call the worker makes for `request` (same pipeline object, no hooks)."""
-    kwargs = runner.call_kwargs(pipe, request, "cpu")
+    kwargs = runner.call_kwargs(model, request, "cpu")
     start = time.perf_counter()
-    pipe(**kwargs)
+    model.variants[request.task](**kwargs)
     return time.perf_counter() - start
 
 
@@ -257,14 +257,14 @@ def measure(plan: Plan, args: argparse.Namespace, device: str, table: Table) -> 
             guidance_scale=family.guidance, seeds=(1,), width=plan.size, height=plan.size, scheduler=None,
             output_format="png",
         )  # fmt: skip
-        pipe = backend.model.base  # type: ignore[attr-defined]
+        model = backend.model  # type: ignore[attr-defined]
         lone = {**body, "prompt": PROMPTS[0], "seed": 1}
         with httpx.Client(base_url=on_url, timeout=3600) as client:
             lone_job(client, lone)
-            direct_call(pipe, request)
+            direct_call(model, request)
             direct, http = [], []
             for _ in range(args.runs):
-                direct.append(direct_call(pipe, request))
+                direct.append(direct_call(model, request))
                 http.append(lone_job(client, lone)[0])
         d, h = statistics.median(direct), statistics.median(http)
         table.add(plan.name, shape, "(a) HTTP+SSE ÷ direct call, medians", f"{h / d:.3f} ({h * 1000:.0f} / "
