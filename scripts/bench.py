@@ -2,11 +2,12 @@
 
     python scripts/bench.py [--models tiny,demo] [--concurrency 4,8] [--jobs 3] [--reps 2] [--runs 8]
 
-For each model it loads one backend and serves it with two apps under in-process uvicorn servers (one process:
-the client, both servers and the direct calls share one torch thread pool, so nothing fights over the cores):
-the default settings (batching on) and `--max-batch 1` (off). It prints, as a markdown table:
+For each model it loads one backend and serves it with two apps under in-process uvicorn servers (the servers
+and the direct calls share one torch thread pool, so two workers never fight over the cores): the default
+settings (batching on) and `--max-batch 1` (off). It prints, as a markdown table:
 
-  (a) HTTP+SSE end to end ÷ the direct diffusers call with the same arguments (medians, runs interleaved);
+  (a) HTTP+SSE end to end ÷ the direct diffusers call with the same arguments (medians, runs interleaved), the
+      client in a small process of its own (an in-process client takes this process's GIL for every event);
   (b) N concurrent clients (closed loop: each sends its next job when its last one completes, `--jobs` each),
       throughput with batching on ÷ off, phases interleaved on/off/off/on…;
   (c) p50/p99 latency of those jobs, on and off;
@@ -28,6 +29,7 @@ import json
 import math
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -129,9 +131,46 @@ async def sse_job(client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, 
     raise RuntimeError("the stream ended without a complete event")
 
 
+# (a)'s client runs in a process of its own: a client in this process would hold this process's GIL while it
+# parses each SSE event, and that showed up as 2-4 % "serving overhead" that no real client causes.
+CLIENT = """
+import sys, time, httpx
+with httpx.Client(base_url=sys.argv[1], timeout=3600) as client:
+    for _ in sys.stdin:
+        start = time.perf_counter()
+        with client.stream("POST", "/execute", content=sys.argv[2], headers={"Content-Type": "application/json"}) as r:
+            complete = False
+            for line in r.iter_lines():
+                complete = complete or line == "event: complete"
+                if complete and line.startswith("data: "):
+                    break
+        print(time.perf_counter() - start, flush=True)
+"""
+
+
+class ClientProcess:
+    """A blocking HTTP+SSE client in its own process, sending `body` on each `job()`."""
+
+    def __init__(self, url: str, body: dict[str, Any]) -> None:
+        command = [sys.executable, "-c", CLIENT, url, json.dumps(body)]
+        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def job(self) -> float:
+        """Seconds from sending the request to having its `complete` payload."""
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._process.stdin.write("go\n")
+        self._process.stdin.flush()
+        return float(self._process.stdout.readline())
+
+    def close(self) -> None:
+        """Let the client process end."""
+        if self._process.stdin is not None:
+            self._process.stdin.close()
+        self._process.wait(30)
+
+
 def lone_job(client: httpx.Client, body: dict[str, Any]) -> tuple[float, str]:
-    """(seconds from sending the request to having its `complete` line, the line). A blocking client is the
-    lightest there is, so that in this shared process (a) measures the server, not an asyncio client."""
+    """(seconds from sending the request to having its `complete` line, the line), with a blocking client."""
     start = time.perf_counter()
     with client.stream("POST", "/execute", json=body) as response:
         complete = False
@@ -251,7 +290,7 @@ def measure(plan: Plan, args: argparse.Namespace, device: str, table: Table) -> 
     off_app = create_app(settings.model_copy(update={"max_batch": 1}), backend=backend)
     with serve(on_app) as on_url, serve(off_app) as off_url:
         urls = {"on": on_url, "off": off_url}
-        # (a) overhead: a lone client, the default (batching-on) worker vs the direct call, interleaved
+        # (a) overhead: a lone client (in its own process), the default (batching-on) worker vs the direct call
         request = GenerationRequest(
             task="txt2img", prompt=PROMPTS[0], negative_prompt=None, steps=plan.steps,
             guidance_scale=family.guidance, seeds=(1,), width=plan.size, height=plan.size, scheduler=None,
@@ -259,13 +298,16 @@ def measure(plan: Plan, args: argparse.Namespace, device: str, table: Table) -> 
         )  # fmt: skip
         model = backend.model  # type: ignore[attr-defined]
         lone = {**body, "prompt": PROMPTS[0], "seed": 1}
-        with httpx.Client(base_url=on_url, timeout=3600) as client:
-            lone_job(client, lone)
+        client = ClientProcess(on_url, lone)
+        try:
+            client.job()
             direct_call(model, request)
             direct, http = [], []
             for _ in range(args.runs):
                 direct.append(direct_call(model, request))
-                http.append(lone_job(client, lone)[0])
+                http.append(client.job())
+        finally:
+            client.close()
         d, h = statistics.median(direct), statistics.median(http)
         table.add(plan.name, shape, "(a) HTTP+SSE ÷ direct call, medians", f"{h / d:.3f} ({h * 1000:.0f} / "
                   f"{d * 1000:.0f} ms)", verdict(h / d, 1.03, higher=False))  # fmt: skip

@@ -21,7 +21,7 @@ from worker.engine.request import GenerationRequest
 
 JSON = {"Accept": "application/json"}
 BODY = {"width": 64, "height": 64, "scheduler": "ddim", "steps": 4}
-# Batched GEMMs and convolutions sum in another order than solo ones (see README, "Batching"): pixels may move.
+# Batched GEMMs and convolutions add in another order than solo ones (README, "Batching and encoding").
 MAX_PIXEL_DIFF = 2
 
 
