@@ -23,20 +23,11 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import make_tiny_models
+from bench_overhead import free_port, wait_ready
 
 ARCH_FAMILY = {"sd15": "v1-5", "sdxl": "xl", "sd3": "3-medium", "zimage": "z-image-turbo", "demo": "demo"}
 MODES = ("all", "text-encoder", "denoiser")
 MiB = 1024 * 1024
-
-
-def free_port() -> int:
-    """A free loopback port."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def rss_bytes(pid: int) -> int:
@@ -54,19 +45,10 @@ def serve(arch: str, folder: Path | None, mode: str) -> tuple[subprocess.Popen[b
     command = [sys.executable, "-c", "from worker.cli import main; main()", "--sd-version", ARCH_FAMILY[arch]]
     command += [*source, "--components", mode, "--port", str(port)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/ready").status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None:
-            raise RuntimeError(f"{arch} {mode}: the worker exited")
-        time.sleep(0.2)
-    process.kill()
-    raise TimeoutError(f"{arch} {mode}: never ready")
+    if not wait_ready(port, timeout=180):
+        process.kill()
+        raise TimeoutError(f"{arch} {mode}: the worker exited or never became ready")
+    return process, f"http://127.0.0.1:{port}"
 
 
 def measure(arch: str, folder: Path | None, prompt: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
