@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -139,3 +140,23 @@ def test_batching_and_png_options_reach_the_settings(monkeypatch: Any) -> None:
     assert (served[0].max_batch, served[0].batch_window_ms, served[0].png_compression) == (3, 0.0, 9)
     refused = CliRunner().invoke(cli_module.app, ["--png-compression", "10"])
     assert refused.exit_code == 2 and "--png-compression" in refused.output
+
+
+def test_readme_generate_prints_a_parsable_seed_line_without_a_terminal(tmp_path: Path) -> None:
+    # the README's command as a user's shell runs it under CI: long path, no TTY, COLUMNS=80 (rich would wrap)
+    out = tmp_path / ("a-folder-with-a-long-name-" * 5) / "out.png"
+    out.parent.mkdir()
+    sd_worker = Path(sys.executable).parent / "sd-worker"
+    env = {**os.environ, "COLUMNS": "80", "HF_HUB_OFFLINE": "1"}
+    command = [str(sd_worker), "generate", "a red circle on a blue background", "-o", str(out)]
+    result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    wrote = [m for line in result.stderr.splitlines() if (m := re.fullmatch(r"wrote (.+) \(seed (\d+)\)", line))]
+    assert [m.group(1) for m in wrote] == [str(out)], result.stderr
+    image = Image.open(out)
+    assert image.size == (64, 64)
+    assert f"Seed: {wrote[0].group(2)}," in image.info["parameters"]
+    progress = [line for line in result.stderr.splitlines() if "━" in line]
+    assert progress and progress[-1].startswith("done") and "20/20" in progress[-1]
+    for noise in ("[transformers]", "torchvision", "Loading weights", "Warning"):
+        assert noise not in result.stderr, result.stderr

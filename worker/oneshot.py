@@ -25,10 +25,11 @@ FORMATS: dict[str, Literal["png", "jpeg", "webp"]] = {".png": "png", ".jpg": "jp
 
 def run_oneshot(settings: Settings, fields: dict[str, Any], output: Path) -> int:
     """Load the model, run one job, write its images next to `output`; returns the exit code."""
-    console = Console(stderr=True)
+    # soft_wrap: rich wraps at 80 columns when stderr is not a terminal, and scripts parse these lines
+    console = Console(stderr=True, soft_wrap=True, highlight=False)
     fmt = FORMATS.get(output.suffix.lower())
     if fmt is None:
-        console.print(f"[red]error:[/] {output}: use a .png, .jpg or .webp file name")
+        _error(console, f"{output}: use a .png, .jpg or .webp file name")
         return 2
     try:
         body = GenerationBody(**fields, output_format=fmt)
@@ -47,10 +48,10 @@ def run_oneshot(settings: Settings, fields: dict[str, Any], output: Path) -> int
         service = GenerationService(engine, backend.family, settings.limits)
         request = service.resolve("txt2img", body)
     except ValidationError as exc:
-        console.print(f"[red]error:[/] {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}")
+        _error(console, f"{exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}")
         return 2
     except WorkerError as exc:
-        console.print(f"[red]error:[/] {exc.message}")
+        _error(console, exc.message)
         return 2
     engine.start()
     try:
@@ -59,13 +60,18 @@ def run_oneshot(settings: Settings, fields: dict[str, Any], output: Path) -> int
     finally:
         engine.stop()
     if job.status is not JobStatus.COMPLETED or job.result is None:
-        console.print(f"[red]error:[/] {(job.error or {}).get('message', 'failed')}")
+        _error(console, (job.error or {}).get("message", "failed"))
         return 1
     for index, data in enumerate(job.result["images"]):
         path = output if index == 0 else output.with_stem(f"{output.stem}-{index}")
         path.write_bytes(base64.b64decode(data))
-        console.print(f"wrote {path} (seed {job.result['seeds'][index]})")
+        console.print(f"wrote {path} (seed {job.result['seeds'][index]})", markup=False)
     return 0
+
+
+def _error(console: Console, message: str) -> None:
+    console.print("[red]error:[/] ", end="")
+    console.print(message, markup=False)  # a path or a prompt may hold [brackets]
 
 
 async def _follow(job: Job, console: Console) -> None:
@@ -77,7 +83,7 @@ async def _follow(job: Job, console: Console) -> None:
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console) as progress:
-        bar = progress.add_task("queued", total=None)
+        bar = progress.add_task("queued", total=job.request.steps)
         async for event in job.events.follow(keepalive=1.0):
             if event is None:
                 continue
@@ -87,3 +93,5 @@ async def _follow(job: Job, console: Console) -> None:
                 progress.update(bar, total=event.data["total_steps"])
             elif event.name == "progress":
                 progress.update(bar, completed=event.data["step"])
+            elif event.name == "complete":
+                progress.update(bar, description="done")
