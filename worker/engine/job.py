@@ -66,6 +66,13 @@ class Job:
             self.cancel_reason = reason
             self._cancel.set()
 
+    @property
+    def shown_status(self) -> str:
+        """The status clients see: `cancelling` from a cancel request until the job has actually stopped."""
+        if self.cancel_requested and not self.status.final:
+            return "cancelling"
+        return self.status.value
+
     def publish(self, name: str, **data: Any) -> None:
         """Send an event to every subscriber of this job."""
         self.events.publish(name, {"job_id": self.id, **data})
@@ -103,7 +110,7 @@ class Job:
         total = self.total_steps
         view: dict[str, Any] = {
             "job_id": self.id,
-            "status": self.status.value,
+            "status": self.shown_status,
             "created_at": self.created_at,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
