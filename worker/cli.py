@@ -97,7 +97,7 @@ def serve(
     ] = None,
     api_key: Annotated[
         str | None,
-        typer.Option(help="Require Authorization: Bearer KEY (all routes but /health); or SD_WORKER_API_KEY."),
+        typer.Option(help="Require Authorization: Bearer KEY on all routes but /health and /ready."),
     ] = None,
     output_dir: Annotated[Path | None, typer.Option(help="Also write every image into this folder.")] = None,
     lora_dir: Annotated[Path | None, typer.Option(help="Folder of .safetensors LoRAs requests may apply.")] = None,
