@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,19 +18,57 @@ from PIL import Image
 
 from tests.conftest import free_port
 from tests.test_loading import cli
+from worker import __version__
 
 
-def test_help_does_not_import_torch() -> None:
+def test_help_version_and_a_mistyped_family_answer_without_importing_torch() -> None:
     code = (
         "import sys\nfrom typer.testing import CliRunner\nfrom worker.cli import app\n"
-        "result = CliRunner().invoke(app, ['--help'])\n"
-        "assert result.exit_code == 0, result.output\n"
-        "assert '--sd-version' in result.output and 'generate' in result.output\n"
+        "runner = CliRunner()\n"
+        "for args in (['--help'], ['generate', '--help'], ['--version'], ['--sd-version', 'sdxl'],"
+        " ['generate', 'a cat', '--sd-version', 'sd15']):\n"
+        "    result = runner.invoke(app, args)\n"
+        "    print(repr((result.exit_code, result.output)))\n"
         "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    *answers, imported = result.stdout.strip().splitlines()
+    (help_code, help_text), (generate_code, generate_help), version, sdxl, sd15 = map(eval, answers)
+    assert imported == "[]"
+    assert help_code == 0 and "--sd-version" in help_text and "generate" in help_text
+    assert "With no command, `sd-worker` serves the model over HTTP" in " ".join(help_text.split())
+    assert "serve" in help_text.split("Commands:")[1]
+    assert "<bool>" not in help_text and "<bool>" not in generate_help and generate_code == 0
+    assert version == (0, f"sd-worker {__version__}\n")
+    assert sdxl[0] == 2 and "unknown sd-version 'sdxl' (did you mean 'xl'?); valid: demo, v1-5" in sdxl[1]
+    assert sd15[0] == 2 and "(did you mean 'v1-5'?)" in sd15[1]
+
+
+def test_a_busy_port_is_refused_before_the_model_loads_with_a_port_hint() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = (
+            "import sys\nfrom typer.testing import CliRunner\nfrom worker.cli import app\n"
+            f"result = CliRunner().invoke(app, ['serve', '--port', '{port}'])\n"
+            "print(repr((result.exit_code, result.output, 'torch' in sys.modules)))\n"
+        )
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    exit_code, output, torch_imported = eval(result.stdout)
+    assert exit_code == 2 and not torch_imported
+    assert f"port {port} on 127.0.0.1 is already in use" in output
+    assert f"--port {port + 1}" in output
+
+
+def test_options_before_a_command_are_refused_rather_than_dropped() -> None:
+    from typer.testing import CliRunner
+
+    from worker.cli import app
+
+    result = CliRunner().invoke(app, ["--port", "9000", "serve"])
+    assert result.exit_code == 2 and "put --port after the command: sd-worker serve" in result.output
 
 
 def test_settings_come_from_env() -> None:
@@ -93,6 +132,7 @@ def test_serve_a_real_process_then_stop_it(tiny_model: Any) -> None:
         sys.executable,
         "-c",
         "from worker.cli import main; main()",
+        "serve",
         "--sd-version",
         "v1-5",
         "--model-path",
@@ -135,9 +175,10 @@ def test_batching_and_png_options_reach_the_settings(monkeypatch: Any) -> None:
     served: list[Settings] = []
     monkeypatch.setattr(cli_module, "_serve", lambda settings: served.append(settings) or 0)
     args = ["--max-batch", "3", "--batch-window-ms", "0", "--png-compression", "9"]
-    result = CliRunner().invoke(cli_module.app, args)
-    assert result.exit_code == 0, result.output
-    assert (served[0].max_batch, served[0].batch_window_ms, served[0].png_compression) == (3, 0.0, 9)
+    for command in ([], ["serve"]):  # bare `sd-worker` and `sd-worker serve` are the same
+        result = CliRunner().invoke(cli_module.app, [*command, *args])
+        assert result.exit_code == 0, result.output
+    assert [(s.max_batch, s.batch_window_ms, s.png_compression) for s in served] == [(3, 0.0, 9)] * 2
     refused = CliRunner().invoke(cli_module.app, ["--png-compression", "10"])
     assert refused.exit_code == 2 and "--png-compression" in refused.output
 

@@ -11,7 +11,13 @@ import typer
 
 from worker.config import Settings
 
-app = typer.Typer(add_completion=False, help="Stable Diffusion image-generation worker.")
+# plain (click) help: flags read as flags, and nothing is boxed or wrapped for a terminal it may not have
+app = typer.Typer(
+    add_completion=False,
+    rich_markup_mode=None,
+    help="Stable Diffusion image-generation worker. With no command, `sd-worker` serves the model over HTTP "
+    "(the same as `sd-worker serve`); `sd-worker generate` makes one image in-process.",
+)
 
 Device = Annotated[str | None, typer.Option(help="auto | cpu | cuda | mps (auto: cuda → mps → cpu).")]
 SdVersion = Annotated[
@@ -54,16 +60,41 @@ def _settings(**given: Any) -> Settings:
     from pydantic import ValidationError
 
     try:
-        return Settings(**{key: value for key, value in given.items() if value is not None})
+        settings = Settings(**{key: value for key, value in given.items() if value is not None})
     except ValidationError as exc:
         first = exc.errors()[0]
         name = "--" + str(first["loc"][0]).replace("_", "-")
         raise typer.BadParameter(f"{name}: {first['msg']}") from None
+    _check_family(settings.sd_version)
+    return settings
+
+
+def _check_family(name: str) -> None:
+    """A mistyped --sd-version is answered at once, before torch is imported (seconds), with the closest name."""
+    from worker.errors import WorkerError
+    from worker.pipelines.families import get_family
+
+    try:
+        get_family(name)
+    except WorkerError as exc:
+        print(f"sd-worker: {exc.message}", file=sys.stderr)
+        raise typer.Exit(2) from None
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from worker import __version__
+
+        print(f"sd-worker {__version__}")
+        raise typer.Exit()
 
 
 @app.callback(invoke_without_command=True)
 def serve(
     ctx: typer.Context,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
     device: Device = None,
     sd_version: SdVersion = None,
     model_path: ModelPath = None,
@@ -113,8 +144,11 @@ def serve(
     advertise_url: Annotated[str | None, typer.Option(help="URL the hive should call (http://host:port).")] = None,
     drain_timeout: Annotated[float | None, typer.Option(help="Seconds a job may run on after SIGTERM (30).")] = None,
 ) -> None:
-    """Serve the model over HTTP (the default command)."""
+    """Serve the model over HTTP (what a bare `sd-worker` does)."""
     if ctx.invoked_subcommand is not None:
+        given = [f"--{name.replace('_', '-')}" for name, value in ctx.params.items() if _given(value)]
+        if given:  # they would be dropped silently: the command's own options are the ones that count
+            raise typer.BadParameter(f"put {', '.join(given)} after the command: sd-worker {ctx.invoked_subcommand} …")
         return
     settings = _settings(
         device=device, sd_version=sd_version, model_path=model_path, model_config=model_config, dtype=dtype,
@@ -138,15 +172,31 @@ def serve(
     raise typer.Exit(_serve(settings))
 
 
+app.command("serve")(serve)
+
+
+def _given(value: object) -> bool:
+    """True for an option value the user typed (unset options are None, False or an empty list)."""
+    return value is not None and value is not False and value != [] and value != ()
+
+
 def _serve(settings: Settings) -> int:
+    from worker.errors import ConfigError
+    from worker.listen import listen
+
+    try:  # before the model's libraries load: a busy port is reported in a moment, not after the imports
+        sock = listen(settings.host, settings.port)
+    except ConfigError as exc:
+        print(f"sd-worker: {exc.message}", file=sys.stderr)
+        return 2
     from worker.server import serve as run_server
 
-    return run_server(settings)
+    return run_server(settings, sock)
 
 
 @app.command()
 def generate(
-    prompt: Annotated[str, typer.Argument(help="What to draw.")],
+    prompt: Annotated[str, typer.Argument(metavar="PROMPT", help="What to draw.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output file (.png, .jpg, .webp).")] = Path("out.png"),
     negative_prompt: Annotated[str | None, typer.Option(help="What not to draw.")] = None,
     steps: Annotated[int | None, typer.Option(help="Denoising steps (family default).")] = None,
@@ -170,8 +220,6 @@ def generate(
     compile: Compile = None,
 ) -> None:
     """Generate one job in-process, with a progress bar, and write the image(s)."""
-    from worker.oneshot import run_oneshot
-
     settings = _settings(
         device=device, sd_version=sd_version, model_path=model_path, model_config=model_config, dtype=dtype,
         cuda_device=cuda_device, use_f16=use_f16, use_flash_attn=use_flash_attn, vae_tiling=vae_tiling,
@@ -181,6 +229,8 @@ def generate(
         "prompt": prompt, "negative_prompt": negative_prompt, "steps": steps, "guidance_scale": guidance_scale,
         "seed": seed, "width": width, "height": height, "num_samples": num_samples, "scheduler": scheduler,
     }  # fmt: skip
+    from worker.oneshot import run_oneshot  # torch and diffusers: only once the options are known to be valid
+
     raise typer.Exit(run_oneshot(settings, {k: v for k, v in body.items() if v is not None}, output))
 
 

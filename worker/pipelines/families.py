@@ -6,6 +6,7 @@ Importing this module is cheap: no torch, no diffusers.
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,10 +161,48 @@ FAMILIES: dict[str, Family] = {
 }
 
 
+# what people type for a family, from other tools' names (A1111, ComfyUI, the hub)
+ALIASES = {
+    "sdxl": "xl",
+    "sd-xl": "xl",
+    "sdxl-base": "xl",
+    "sd15": "v1-5",
+    "sd1.5": "v1-5",
+    "sd-1.5": "v1-5",
+    "1.5": "v1-5",
+    "v15": "v1-5",
+    "sd21": "v2-1",
+    "sd2.1": "v2-1",
+    "2.1": "v2-1",
+    "sdxl-turbo": "turbo",
+    "sd-turbo": "turbo",
+    "sd3": "3-medium",
+    "sd3-medium": "3-medium",
+    "sd3.5": "3.5-large",
+    "sd35": "3.5-large",
+    "3.5": "3.5-large",
+    "z-image": "z-image-turbo",
+    "zimage": "z-image-turbo",
+}
+
+
+def closest_family(name: str) -> str | None:
+    """The family someone most likely meant by `name` (another tool's name for it, or a typo), if any."""
+    lowered = name.strip().lower()
+    if lowered in FAMILIES:
+        return lowered
+    if lowered in ALIASES:
+        return ALIASES[lowered]
+    close = difflib.get_close_matches(lowered, [*FAMILIES, *ALIASES], n=1, cutoff=0.6)
+    return ALIASES.get(close[0], close[0]) if close else None
+
+
 def get_family(name: str) -> Family:
-    """The family for `--sd-version NAME`, or a clear error listing the valid names."""
+    """The family for `--sd-version NAME`, or a clear error with the closest name and the valid ones."""
     try:
         return FAMILIES[name]
     except KeyError:
         valid = ", ".join(FAMILIES)
-        raise InvalidRequest(f"unknown sd-version {name!r}; valid: {valid}", field="sd_version") from None
+        meant = closest_family(name)
+        hint = f" (did you mean {meant!r}?)" if meant else ""
+        raise InvalidRequest(f"unknown sd-version {name!r}{hint}; valid: {valid}", field="sd_version") from None
