@@ -64,6 +64,14 @@ def backend_for(tiny_model: Callable[[str], Path]) -> Callable[[str], CpuBackend
     return get
 
 
+@pytest.fixture(scope="session")
+def demo_model_backend() -> CpuBackend:
+    """A loaded CPU backend on the bundled demo model, with the default settings (one per session)."""
+    backend = CpuBackend(Settings())
+    backend.load()
+    return backend
+
+
 def worker_settings(arch: str, folder: Path, **overrides: Any) -> Settings:
     """Settings serving the tiny `arch` model at `folder`."""
     return Settings(sd_version=ARCH_FAMILY[arch], model_path=folder, **overrides)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.conftest import app_client
+from worker.config import Settings
+
 JSON = {"Accept": "application/json"}
 OK = {"prompt": "a cat", "steps": 2, "width": 64, "height": 64}
 # other servers' names for our fields (A1111, diffusers, OpenAI) → ours
@@ -82,3 +85,34 @@ async def test_openai_routes_suggest_openai_names_in_openai_shape(client_for: An
         fixed_body = {"prompt": "a cat", "size": "64x64", "num_inference_steps": 2}
         fixed = await client.post("/v1/images/generations", json=fixed_body)
         assert fixed.status_code == 200, fixed.text
+
+
+async def test_a_size_past_the_family_maximum_states_its_native_size(client_for: Any) -> None:
+    async with client_for("sd15") as client:  # the tiny model stands in for v1-5: 512² native, 1024² at most
+        response = await client.post("/execute", json={**OK, "width": 1536, "height": 1024}, headers=JSON)
+        assert response.status_code == 422
+        error = response.json()["error"]
+        assert error["field"] == "width"
+        assert error["message"] == "1536x1024 is too big: the v1-5 model draws at 512×512 (max 1024×1024)"
+        openai = await client.post("/v1/images/generations", json={"prompt": "a cat", "size": "1792x1024"})
+        assert openai.json()["error"] == {
+            "message": "1792x1024 is too big: the v1-5 model draws at 512×512 (max 1024×1024)",
+            "type": "invalid_request_error",
+            "param": "size",
+            "code": "invalid_request",
+        }
+        assert (await client.post("/execute", json=OK, headers=JSON)).status_code == 200
+
+
+async def test_the_demo_model_refuses_sizes_it_cannot_draw_and_says_its_own(demo_model_backend: Any) -> None:
+    async with app_client(Settings(), demo_model_backend) as client:
+        response = await client.post("/execute", json={"prompt": "a red circle", "width": 512, "height": 512})
+        assert response.status_code == 422
+        assert "the demo model draws at 64×64 (max 128×128)" in response.json()["error"]["message"]
+        # 1024x1024 is what most OpenAI-style clients send by default
+        openai = await client.post("/v1/images/generations", json={"prompt": "a red circle", "size": "1024x1024"})
+        assert openai.status_code == 422 and openai.json()["error"]["param"] == "size"
+        assert "the demo model draws at 64×64 (max 128×128)" in openai.json()["error"]["message"]
+        body = {"prompt": "a red circle", "steps": 2, "width": 128, "height": 128}
+        largest = await client.post("/execute", json=body, headers=JSON)
+        assert largest.status_code == 200 and largest.json()["width"] == 128

@@ -200,6 +200,8 @@ class GenerationService:
                     f"{field} must be a multiple of {multiple} for the {self.family.name!r} family (got {value})",
                     field=field,
                 )
+        if width * height > self.family.max_pixels:
+            raise InvalidRequest(f"{width}x{height} is too big: {self.family.size_note()}", field="width")
         if width * height > self.limits.max_pixels:
             raise InvalidRequest(
                 f"{width}x{height} is {width * height} pixels; the limit is {self.limits.max_pixels}",

@@ -54,6 +54,7 @@ class Family:
     height: int
     steps: int
     guidance: float
+    max_size: int = 2048  # the largest square it is asked for (max_size² pixels); beyond, images fall apart
     flow: bool = False  # flow matching (SD3.x, Z-Image): flow schedulers only, 16-px sizes
     fixed_guidance: float | None = None  # turbo distillations: any other value is refused
     description: str = ""
@@ -62,6 +63,15 @@ class Family:
     def size_multiple(self) -> int:
         """Height and width must be multiples of this."""
         return 16 if self.flow else 8
+
+    @property
+    def max_pixels(self) -> int:
+        """The most pixels one image of this family may have."""
+        return self.max_size * self.max_size
+
+    def size_note(self) -> str:
+        """Its native and maximum size, as errors and docs state them."""
+        return f"the {self.name} model draws at {self.width}×{self.height} (max {self.max_size}×{self.max_size})"
 
     @property
     def schedulers(self) -> tuple[str, ...]:
@@ -92,9 +102,19 @@ FAMILIES: dict[str, Family] = {
             64,
             20,
             4.0,
+            max_size=128,
             description="tiny SD1.5-architecture model trained on coloured shapes, bundled",
         ),
-        Family("v1-5", ("StableDiffusionPipeline",), "stable-diffusion-v1-5/stable-diffusion-v1-5", 512, 512, 30, 7.5),
+        Family(
+            "v1-5",
+            ("StableDiffusionPipeline",),
+            "stable-diffusion-v1-5/stable-diffusion-v1-5",
+            512,
+            512,
+            30,
+            7.5,
+            max_size=1024,
+        ),
         Family(
             "v2-1",
             ("StableDiffusionPipeline",),
@@ -103,6 +123,7 @@ FAMILIES: dict[str, Family] = {
             768,
             30,
             7.5,
+            max_size=1536,
             description="v-prediction",
         ),
         Family("xl", ("StableDiffusionXLPipeline",), "stabilityai/stable-diffusion-xl-base-1.0", 1024, 1024, 30, 5.0),
@@ -114,6 +135,7 @@ FAMILIES: dict[str, Family] = {
             512,
             4,
             0.0,
+            max_size=1024,
             fixed_guidance=0.0,
         ),
         Family(

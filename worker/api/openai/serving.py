@@ -20,7 +20,7 @@ from worker.api.sse import KEEPALIVE
 from worker.api.state import WorkerState
 from worker.engine.job import Job
 from worker.engine.request import Task
-from worker.errors import ModelNotFound
+from worker.errors import InvalidRequest, ModelNotFound
 
 log = logging.getLogger(__name__)
 QUALITY_STEPS = {"low": 0.5, "high": 1.5, "hd": 1.5}  # × the family's default steps
@@ -60,7 +60,12 @@ class OpenAIImages:
         self.check_model(request.model)
         body = self._body(task, request)
         service = self.state.service
-        native = await run_in_threadpool(service.resolve, task, body, (image, mask) if task != "txt2img" else None)
+        try:
+            native = await run_in_threadpool(service.resolve, task, body, (image, mask) if task != "txt2img" else None)
+        except InvalidRequest as exc:
+            if exc.field not in ("width", "height"):
+                raise
+            raise InvalidRequest(exc.message, field="size") from None  # OpenAI's parameter for both
         native = dataclasses.replace(
             native, output_compression=request.output_compression, previews=request.partial_images * request.stream
         )
