@@ -126,7 +126,7 @@ def test_generate_rejects_bad_values_clearly(tiny_model: Any, tmp_path: Path) ->
     assert "width must be a multiple of 8" in result.stderr
 
 
-def test_serve_a_real_process_then_stop_it(tiny_model: Any) -> None:
+def test_serve_a_real_process_then_stop_it_leaving_no_temp_files(tiny_model: Any, tmp_path: Path) -> None:
     port = free_port()
     command = [
         sys.executable,
@@ -140,7 +140,10 @@ def test_serve_a_real_process_then_stop_it(tiny_model: Any) -> None:
         "--port",
         str(port),
     ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    env = {**os.environ, "TMPDIR": str(temp)}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -160,10 +163,16 @@ def test_serve_a_real_process_then_stop_it(tiny_model: Any) -> None:
             lines = [line for line in response.iter_lines() if line.startswith("data: ")]
         complete = json.loads(lines[-1][6:])
         assert complete["width"] == 64
+        # a `url` response writes the image into the worker's private temp folder
+        openai = {"prompt": "a cat", "size": "64x64", "response_format": "url", "num_inference_steps": 2}
+        image_url = httpx.post(f"{url}/v1/images/generations", json=openai, timeout=60).json()["data"][0]["url"]
+        assert httpx.get(image_url).status_code == 200
+        assert [p.name for p in temp.glob("sd-worker-*/*.png")], "the image lives in the temp folder meanwhile"
     finally:
         process.send_signal(signal.SIGTERM)
         code = process.wait(30)
     assert code == 0
+    assert list(temp.iterdir()) == [], "the worker removed its temp folder on the way out"
 
 
 def test_batching_and_png_options_reach_the_settings(monkeypatch: Any) -> None:
@@ -188,7 +197,9 @@ def test_readme_generate_prints_a_parsable_seed_line_without_a_terminal(tmp_path
     out = tmp_path / ("a-folder-with-a-long-name-" * 5) / "out.png"
     out.parent.mkdir()
     sd_worker = Path(sys.executable).parent / "sd-worker"
-    env = {**os.environ, "COLUMNS": "80", "HF_HUB_OFFLINE": "1"}
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    env = {**os.environ, "COLUMNS": "80", "HF_HUB_OFFLINE": "1", "TMPDIR": str(temp)}
     command = [str(sd_worker), "generate", "a red circle on a blue background", "-o", str(out)]
     result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -201,3 +212,4 @@ def test_readme_generate_prints_a_parsable_seed_line_without_a_terminal(tmp_path
     assert progress and progress[-1].startswith("done") and "20/20" in progress[-1]
     for noise in ("[transformers]", "torchvision", "Loading weights", "Warning"):
         assert noise not in result.stderr, result.stderr
+    assert list(temp.iterdir()) == [], "nothing left in the temp dir"

@@ -59,6 +59,7 @@ def run_oneshot(settings: Settings, fields: dict[str, Any], output: Path) -> int
         asyncio.run(_follow(job, console))
     finally:
         engine.stop()
+        engine.store.close()
     if job.status is not JobStatus.COMPLETED or job.result is None:
         _error(console, (job.error or {}).get("message", "failed"))
         return 1

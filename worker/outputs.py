@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+import shutil
 import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 
 from worker.errors import NotFound
@@ -22,6 +24,11 @@ class OutputStore:
     def __init__(self, directory: Path | None, keep: int, max_age: float, remote: str | None = None) -> None:
         self.directory = directory if directory is not None else Path(tempfile.mkdtemp(prefix="sd-worker-"))
         self.directory.mkdir(parents=True, exist_ok=True)
+        # a private temp folder goes when the worker does: at close(), or when the store is collected or the
+        # interpreter exits, whichever comes first (a killed process cannot clean up after itself)
+        self._private = (
+            weakref.finalize(self, shutil.rmtree, self.directory, ignore_errors=True) if directory is None else None
+        )
         self.persist_all = directory is not None  # --output-dir: keep every image, not only those asked for
         self.remote = remote.rstrip("/") if remote else None
         self._keep = keep
@@ -42,6 +49,11 @@ class OutputStore:
             (self.directory / file_id).write_bytes(data)
             self._prune()
         return file_id
+
+    def close(self) -> None:
+        """Remove the private temp folder (and its images); `--output-dir` is the user's and stays."""
+        if self._private is not None:
+            self._private()
 
     def url(self, file_id: str, base_url: str) -> str:
         """Where a client fetches a saved image: the --output-url location, or GET /v1/files/{id} here."""

@@ -61,6 +61,7 @@ def create_app(
             if state.registrar is not None:
                 await state.registrar.stop()
             await asyncio.to_thread(engine.stop, settings.drain_timeout)
+            engine.store.close()  # the private temp folder of url-response images, if any
 
     app = FastAPI(title="sd-worker", version=__version__, lifespan=lifespan)
     app.state.worker = state
