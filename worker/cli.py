@@ -26,7 +26,13 @@ SdVersion = Annotated[
         help="Model family: demo, v1-5, v2-1, xl, turbo, 3-medium, 3.5-large, 3.5-large-turbo, z-image-turbo."
     ),
 ]
-ModelPath = Annotated[Path | None, typer.Option(help="Diffusers folder or single .safetensors file.")]
+ModelPath = Annotated[
+    Path | None, typer.Option(help="Diffusers folder or single .safetensors file (.ckpt with --allow-pickle).")
+]
+AllowPickle = Annotated[
+    bool | None,
+    typer.Option("--allow-pickle", help="Load a single .ckpt file (torch.load with weights_only=True: tensors only)."),
+]
 ModelConfig = Annotated[
     Path | None,
     typer.Option("--model-config", help="Diffusers folder with the configs/tokenizers for a single-file --model-path."),
@@ -99,6 +105,7 @@ def serve(
     sd_version: SdVersion = None,
     model_path: ModelPath = None,
     model_config: ModelConfig = None,
+    allow_pickle: AllowPickle = None,
     dtype: DTypeOpt = None,
     cuda_device: CudaDevice = None,
     use_f16: UseF16 = None,
@@ -152,6 +159,7 @@ def serve(
         return
     settings = _settings(
         device=device, sd_version=sd_version, model_path=model_path, model_config=model_config, dtype=dtype,
+        allow_pickle=allow_pickle,
         cuda_device=cuda_device, use_f16=use_f16, use_flash_attn=use_flash_attn, vae_tiling=vae_tiling,
         vae_slicing=vae_slicing, offload=offload, compile=compile, host=host, port=port, worker_id=worker_id,
         components=components,
@@ -210,6 +218,7 @@ def generate(
     sd_version: SdVersion = None,
     model_path: ModelPath = None,
     model_config: ModelConfig = None,
+    allow_pickle: AllowPickle = None,
     dtype: DTypeOpt = None,
     cuda_device: CudaDevice = None,
     use_f16: UseF16 = None,
@@ -222,6 +231,7 @@ def generate(
     """Generate one job in-process, with a progress bar, and write the image(s)."""
     settings = _settings(
         device=device, sd_version=sd_version, model_path=model_path, model_config=model_config, dtype=dtype,
+        allow_pickle=allow_pickle,
         cuda_device=cuda_device, use_f16=use_f16, use_flash_attn=use_flash_attn, vae_tiling=vae_tiling,
         vae_slicing=vae_slicing, offload=offload, compile=compile,
     )  # fmt: skip

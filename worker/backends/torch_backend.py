@@ -100,6 +100,7 @@ class TorchBackend:
             self.settings.model_config_path,
             TORCH_DTYPES[self._dtype],
             self.settings.components,
+            allow_pickle=self.settings.allow_pickle,
         )
         self.place(base)
         if self.components == "text-encoder":
