@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from worker import __version__
+from worker.api.docs import install_docs
 from worker.api.errors import install_error_handlers
 from worker.api.lifecycle import start_registration
 from worker.api.middleware import BearerAuth, BodySizeLimit
@@ -63,8 +64,9 @@ def create_app(
             await asyncio.to_thread(engine.stop, settings.drain_timeout)
             engine.store.close()  # the private temp folder of url-response images, if any
 
-    app = FastAPI(title="sd-worker", version=__version__, lifespan=lifespan)
+    app = FastAPI(title="sd-worker", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.worker = state
+    install_docs(app)  # Swagger UI from a package: /docs works offline
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(openai_router)
