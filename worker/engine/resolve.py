@@ -16,7 +16,8 @@ from worker import imaging
 from worker.config import Limits
 from worker.engine.protocol import GenerationParams, GenerationRequest, ImageGenerationBackend, LoraUse, Tensors
 from worker.errors import InvalidRequest, NotServed
-from worker.pipelines.families import SAMPLER_LABELS, Family
+from worker.pipelines.families import Family
+from worker.pipelines.schedulers import SCHEDULERS
 
 SEED_SPACE = 2**32
 MAX_GUIDANCE = 100.0
@@ -39,7 +40,7 @@ def resolve(params: GenerationParams, backend: ImageGenerationBackend, limits: L
     if not 1 <= params.num_samples <= limits.max_samples:
         raise InvalidRequest(f"num_samples must be between 1 and {limits.max_samples}", field="num_samples")
     if params.scheduler is not None and params.scheduler not in family.schedulers:
-        known = "" if params.scheduler in SAMPLER_LABELS else "unknown "
+        known = "" if params.scheduler in SCHEDULERS else "unknown "
         raise InvalidRequest(
             f"{known}scheduler {params.scheduler!r} is not valid for the {family.name!r} family; "
             f"valid: {', '.join(family.schedulers)}",

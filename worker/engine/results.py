@@ -10,7 +10,7 @@ from worker import imaging
 from worker.engine.events import Completed
 from worker.engine.job import Job
 from worker.outputs import OutputStore
-from worker.pipelines.families import SAMPLER_LABELS, SCHEDULER_CLASS_LABELS
+from worker.pipelines.schedulers import sampler_label
 
 
 def encode_result(
@@ -23,10 +23,7 @@ def encode_result(
 ) -> Completed:
     """Encode every image of `job` (PNGs at zlib `png_level`), writing them to the store if it keeps all."""
     request = job.request
-    if request.scheduler is not None:
-        sampler = SAMPLER_LABELS[request.scheduler]
-    else:
-        sampler = SCHEDULER_CLASS_LABELS.get(default_sampler, default_sampler)
+    sampler = sampler_label(request.scheduler, default_sampler)
     encoded: list[bytes] = []
     files: list[str] = []
     for index, (image, seed) in enumerate(zip(images, request.seeds, strict=True)):

@@ -147,7 +147,9 @@ def _sd3_keep_transformer_config(pipe: Any, source: str | Path, local_only: bool
         return
     import diffusers
 
-    config = diffusers.SD3Transformer2DModel.load_config(str(source), subfolder="transformer", local_files_only=local_only)
+    config = diffusers.SD3Transformer2DModel.load_config(
+        str(source), subfolder="transformer", local_files_only=local_only
+    )
     object.__setattr__(pipe, "transformer", SimpleNamespace(config=SimpleNamespace(**config)))
 
 
