@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import live_server, worker_settings
+from tests.support import live_server, worker_settings
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.conftest import app_client
+from tests.support import app_client
 from worker.config import Settings
 
 JSON = {"Accept": "application/json"}
