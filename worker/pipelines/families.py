@@ -12,7 +12,13 @@ from pathlib import Path
 
 from worker.errors import InvalidRequest
 
-UNET_SCHEDULERS = ("ddim", "ddpm", "euler", "euler_a", "dpmpp_2m", "unipc", "lcm")
+# `_karras` / `_exponential`: the same sampler on Karras or exponential sigmas (A1111's "Schedule type").
+UNET_SCHEDULERS = (
+    "ddim", "ddpm", "euler", "euler_a", "dpmpp_2m", "unipc", "lcm",
+    "plms", "heun", "dpm2", "dpm2_a", "dpmpp_2m_sde",
+    "euler_karras", "heun_karras", "dpm2_karras", "dpm2_a_karras", "dpmpp_2m_karras", "dpmpp_2m_sde_karras",
+    "euler_exponential", "dpmpp_2m_exponential", "dpmpp_2m_sde_exponential",
+)  # fmt: skip
 FLOW_SCHEDULERS = ("flow_euler",)
 # A1111 infotext "Sampler:" names, for output metadata.
 SAMPLER_LABELS = {
@@ -23,6 +29,20 @@ SAMPLER_LABELS = {
     "dpmpp_2m": "DPM++ 2M",
     "unipc": "UniPC",
     "lcm": "LCM",
+    "plms": "PLMS",
+    "heun": "Heun",
+    "dpm2": "DPM2",
+    "dpm2_a": "DPM2 a",
+    "dpmpp_2m_sde": "DPM++ 2M SDE",
+    "euler_karras": "Euler Karras",
+    "heun_karras": "Heun Karras",
+    "dpm2_karras": "DPM2 Karras",
+    "dpm2_a_karras": "DPM2 a Karras",
+    "dpmpp_2m_karras": "DPM++ 2M Karras",
+    "dpmpp_2m_sde_karras": "DPM++ 2M SDE Karras",
+    "euler_exponential": "Euler Exponential",
+    "dpmpp_2m_exponential": "DPM++ 2M Exponential",
+    "dpmpp_2m_sde_exponential": "DPM++ 2M SDE Exponential",
     "flow_euler": "Euler (flow)",
 }
 
@@ -31,6 +51,9 @@ SCHEDULER_CLASS_LABELS = {
     "DDIMScheduler": "DDIM",
     "DDPMScheduler": "DDPM",
     "PNDMScheduler": "PLMS",
+    "HeunDiscreteScheduler": "Heun",
+    "KDPM2DiscreteScheduler": "DPM2",
+    "KDPM2AncestralDiscreteScheduler": "DPM2 a",
     "EulerDiscreteScheduler": "Euler",
     "EulerAncestralDiscreteScheduler": "Euler a",
     "DPMSolverMultistepScheduler": "DPM++ 2M",
