@@ -21,6 +21,7 @@ from worker.errors import JobCancelled, NotFound
 from worker.imaging import PNG_COMPRESS_LEVEL
 from worker.metrics import Metrics
 from worker.outputs import OutputStore
+from worker.pipelines import syntax
 
 DEGRADED_AFTER = 3
 
@@ -140,5 +141,6 @@ class Engine:
                 excess -= 1
 
     def _encode(self, job: Job, images: list[Image.Image], *, store: OutputStore, png_level: int) -> dict[str, Any]:
-        family, sampler = self.backend.family.name, self.backend.default_scheduler
-        return encode_result(job, images, family, sampler, store, png_level)
+        family, sampler = self.backend.family, self.backend.default_scheduler
+        weighting = syntax.supports_weighting(family.pipeline_classes)
+        return encode_result(job, images, family.name, sampler, store, png_level, weighting)

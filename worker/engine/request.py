@@ -35,6 +35,7 @@ class GenerationRequest:
     preview_every: int = 0  # also one every N steps (native `preview_every`)
     echo: dict[str, Any] = field(default_factory=dict, repr=False)  # the request as sent, for metadata
     embeddings: Mapping[str, Any] | None = field(default=None, repr=False)  # prompt_embeds tensors, by name
+    prompt_syntax: bool = False  # read A1111 emphasis, long prompts and [from:to:when] (see pipelines.syntax)
 
     @property
     def num_samples(self) -> int:

@@ -10,6 +10,7 @@ from PIL import Image
 from worker import imaging
 from worker.engine.job import Job
 from worker.outputs import OutputStore
+from worker.pipelines import syntax
 from worker.pipelines.families import SAMPLER_LABELS, SCHEDULER_CLASS_LABELS
 
 
@@ -20,9 +21,15 @@ def encode_result(
     default_sampler: str,
     store: OutputStore,
     png_level: int = imaging.PNG_COMPRESS_LEVEL,
+    weighting: bool = True,
 ) -> dict[str, Any]:
-    """Encode every image of `job` and build the payload of its `complete` event (PNGs at zlib `png_level`)."""
+    """Encode every image of `job` and build the payload of its `complete` event (PNGs at zlib `png_level`).
+
+    `weighting`: whether the model applies prompt emphasis (else a `prompt_syntax` job's infotext says so)."""
     request = job.request
+    extra = []
+    if request.prompt_syntax:
+        extra = syntax.notes(request.prompt, request.negative_prompt, request.steps, weighting)
     if request.scheduler is not None:
         sampler = SAMPLER_LABELS[request.scheduler]
     else:
@@ -41,6 +48,7 @@ def encode_result(
             height=image.height,
             model=model_name,
             strength=request.strength,
+            extra=extra,
         )
         echo = {**request.echo, "seed": seed}
         data = imaging.encode_image(image, request.output_format, text, echo, request.output_compression, png_level)
