@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import json
 
@@ -58,29 +60,48 @@ async def _send_json(send: Send, status: int, payload: dict[str, object]) -> Non
 
 
 class BearerAuth:
-    """With `--api-key`: every route but /health needs `Authorization: Bearer <key>` (compared in constant time)."""
+    """With `--api-key`: every route but /health needs `Authorization: Bearer <key>` (compared in constant time).
+
+    The A1111 routes also take `Authorization: Basic` with the key as the password (any user name), which is how
+    A1111 clients send `--api-auth user:pass`. OPTIONS requests pass: probes and preflights carry no key.
+    """
 
     OPEN_PATHS = ("/health",)
     OPENAI_PATHS = ("/v1/images", "/v1/models", "/v1/files")
+    BASIC_PATHS = ("/sdapi/", "/internal/")
 
     def __init__(self, app: ASGIApp, api_key: str) -> None:
         self.app = app
         self.expected = f"Bearer {api_key}".encode()
+        self.key = api_key.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.OPEN_PATHS:
+        if scope["type"] != "http" or scope["path"] in self.OPEN_PATHS or scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(b"authorization", b"")
-        if hmac.compare_digest(given, self.expected):
+        basic = scope["path"].startswith(self.BASIC_PATHS)
+        if hmac.compare_digest(given, self.expected) or (basic and self._basic_ok(given)):
             await self.app(scope, receive, send)
             return
-        message = "missing or wrong API key: send Authorization: Bearer <key>"
+        scheme = b"Basic" if basic else b"Bearer"
+        accepted = "Basic (the key as password) or Bearer <key>" if basic else "Bearer <key>"
+        message = f"missing or wrong API key: send Authorization: {accepted}"
         if scope["path"].startswith(self.OPENAI_PATHS):
             error = {"message": message, "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}
         else:
             error = {"code": "unauthorized", "message": message}
-        await _send_json(_with_header(send, b"www-authenticate", b"Bearer"), 401, {"error": error})
+        await _send_json(_with_header(send, b"www-authenticate", scheme), 401, {"error": error})
+
+    def _basic_ok(self, given: bytes) -> bool:
+        scheme, _, encoded = given.partition(b" ")
+        if scheme.lower() != b"basic":
+            return False
+        try:
+            _, _, password = base64.b64decode(encoded, validate=True).partition(b":")
+        except (binascii.Error, ValueError):
+            return False
+        return hmac.compare_digest(password, self.key)
 
 
 def _with_header(send: Send, name: bytes, value: bytes) -> Send:

@@ -69,6 +69,9 @@ class GenerationBody(BaseModel):
     loras: list[LoraSpec] = Field(default_factory=list, max_length=8)
     preview_every: int = Field(0, ge=0, description="send a `preview` event every N steps (0 = off)")
     prompt_embeds: EmbeddingEnvelope | None = Field(None, description="from /encode, instead of prompt")
+    prompt_syntax: bool = Field(
+        False, description="read A1111 prompt syntax: (emphasis:1.2), prompts past 77 tokens, [from:to:when]"
+    )
 
 
 class Img2ImgBody(GenerationBody):

@@ -120,6 +120,7 @@ class GenerationService:
             preview_every=body.preview_every,
             echo=echo,
             embeddings=embeddings,
+            prompt_syntax=body.prompt_syntax,
         )
 
     def _guidance(self, requested: float | None) -> float:

@@ -72,6 +72,7 @@ class ImageGenerationBackend(Protocol):
 
     def encode_prompt(self, prompt: str, negative_prompt: str | None, guidance: float) -> Tensors:
         """The prompt's embeddings by the model's own text encoders (negatives when `guidance` uses them)."""
+
     def generate_batch(
         self, requests: list[GenerationRequest], hooks: list[StepHooks], on_drop: Callable[[int, Exception], None]
     ) -> list[list[Image.Image] | None]:

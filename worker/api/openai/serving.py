@@ -129,6 +129,7 @@ class OpenAIImages:
             "prompt": request.prompt, "negative_prompt": request.extension("negative_prompt"), "steps": steps,
             "guidance_scale": request.extension("guidance_scale"), "seed": request.extension("seed"),
             "num_samples": request.n, "output_format": request.output_format,
+            "prompt_syntax": bool(request.extension("prompt_syntax")),
             "width": size[0] if size else None, "height": size[1] if size else None,
         }  # fmt: skip
         strength = request.strength if isinstance(request, ImageEditRequest) else None

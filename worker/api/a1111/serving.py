@@ -1,0 +1,318 @@
+"""The A1111 service: `to_params()` (an A1111 body → what this worker runs), the iterations, the A1111 answer.
+
+A field this worker cannot honour is refused by name (400) when it asks for something, and passes at its A1111
+default; fields accepted without effect are named in the `X-Ignored-Params` header. `n_iter` runs as that many
+jobs one after another (seeds continuing, as A1111's `all_seeds`), each of `batch_size` images with one seed per
+image, so image i is reproducible alone. The only use of the native request model is `_submit`: the seam to the
+engine's request resolution.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image, ImageFilter, ImageOps
+from starlette.concurrency import run_in_threadpool
+
+from worker import __version__, imaging
+from worker.api.a1111 import options as opts
+from worker.api.a1111 import samplers
+from worker.api.a1111.progress import Task, Tracker
+from worker.api.a1111.protocol import GenerationRequest, Img2ImgRequest, Txt2ImgRequest
+from worker.api.schemas import GenerationBody, Img2ImgBody, InpaintBody, LoraSpec
+from worker.api.state import WorkerState
+from worker.engine.job import Job
+from worker.engine.request import OutputFormat
+from worker.engine.request import Task as Kind
+from worker.errors import JobFailed, Unsupported
+from worker.pipelines import syntax
+from worker.pipelines.families import SAMPLER_LABELS, SCHEDULER_CLASS_LABELS
+
+SEED_SPACE = 2**32
+IGNORED_WHEN_SET = ("eta", "image_cfg_scale", "force_task_id", "comments")
+IGNORED_WHEN_TRUE = ("save_images", "do_not_save_samples", "do_not_save_grid")
+
+
+@dataclass
+class A1111State:
+    """What the A1111 routes keep for the life of the process: options, and the tasks in flight."""
+
+    options: opts.Options
+    tracker: Tracker = field(default_factory=Tracker)
+
+
+@dataclass(frozen=True)
+class Params:
+    """One A1111 request in this worker's terms (images decoded, names mapped, seed chosen)."""
+
+    kind: Kind
+    prompt: str
+    negative_prompt: str | None
+    steps: int | None
+    guidance: float | None
+    width: int | None
+    height: int | None
+    choice: samplers.Choice | None
+    batch_size: int
+    n_iter: int
+    seed: int
+    loras: tuple[tuple[str, float], ...]
+    output_format: OutputFormat
+    preview_every: int
+    image: Image.Image | None = None
+    mask: Image.Image | None = None
+    strength: float = 0.75  # img2img/inpaint only
+    mask_blur: int = 0
+    ignored: tuple[str, ...] = ()
+
+
+class A1111Service:
+    """txt2img and img2img, A1111 style, over this worker's engine."""
+
+    def __init__(self, state: WorkerState, a1111: A1111State) -> None:
+        self.state = state
+        self.a1111 = a1111
+
+    def to_params(self, body: Txt2ImgRequest | Img2ImgRequest) -> Params:
+        """Check and map an A1111 body (blocking: decodes the init image and mask)."""
+        family = self.state.backend.family
+        _refuse_unsupported(body)
+        options = self.a1111.options.merged(body.override_settings)
+        choice = samplers.choose(family, body.sampler_name or body.sampler_index, body.scheduler)
+        prompt, loras = syntax.extract_loras(body.prompt or "")
+        if body.disable_extra_networks:
+            loras = []
+        for name, _ in loras:
+            self._check_lora(name)
+        seed = body.seed if body.seed is not None and body.seed >= 0 else secrets.randbelow(SEED_SPACE)
+        params = Params(
+            kind="txt2img",
+            prompt=prompt,
+            negative_prompt=body.negative_prompt or None,
+            steps=body.steps,
+            guidance=body.cfg_scale,
+            width=body.width,
+            height=body.height,
+            choice=choice,
+            batch_size=body.batch_size or 1,
+            n_iter=body.n_iter or 1,
+            seed=seed,
+            loras=tuple(loras),
+            output_format=opts.output_format(options),
+            preview_every=opts.preview_every(options),
+            ignored=_ignored(body),
+        )
+        if isinstance(body, Img2ImgRequest):
+            params = self._with_images(params, body)
+        return params
+
+    async def run(self, params: Params, is_disconnected: Callable[[], Awaitable[bool]]) -> tuple[Task, list[Job]]:
+        """Run the iterations one after another; an interrupt ends the loop, a skip ends one iteration."""
+        tracker = self.a1111.tracker
+        task = tracker.begin("img2img" if params.kind != "txt2img" else "txt2img", params.n_iter)
+        done: list[Job] = []
+        try:
+            for index in range(params.n_iter):
+                if task.interrupted:
+                    break
+                job = await self._submit(params, (params.seed + index * params.batch_size) % SEED_SPACE)
+                task.jobs.append(job)
+                try:
+                    await self.state.service.wait(job, is_disconnected)
+                except JobFailed as exc:
+                    if exc.code != "cancelled" or not (task.interrupted or task.skipped):
+                        raise
+                    task.skipped = False
+                    continue
+                done.append(job)
+        finally:
+            tracker.end(task)
+        return task, done
+
+    def response(self, body: GenerationRequest, params: Params, task: Task, done: list[Job]) -> dict[str, Any]:
+        """A1111's `TextToImageResponse` (blocking: reads each image's infotext back from its bytes)."""
+        results = [job.result for job in done if job.result is not None]
+        images = [image for result in results for image in result["images"]]
+        seeds = [seed for result in results for seed in result["seeds"]]
+        resolved = task.jobs[0].request if task.jobs else None
+        subseed = body.subseed if body.subseed is not None else -1
+        sampler = params.choice.sampler_name if params.choice else self._default_sampler()
+        prompt, negative = body.prompt or "", body.negative_prompt or ""
+        info: dict[str, Any] = {
+            "prompt": prompt, "all_prompts": [prompt] * len(seeds),
+            "negative_prompt": negative, "all_negative_prompts": [negative] * len(seeds),
+            "seed": seeds[0] if seeds else params.seed, "all_seeds": seeds,
+            "subseed": subseed, "all_subseeds": [subseed] * len(seeds), "subseed_strength": 0,
+            "width": resolved.width if resolved else params.width,
+            "height": resolved.height if resolved else params.height,
+            "sampler_name": sampler, "cfg_scale": resolved.guidance_scale if resolved else params.guidance,
+            "steps": resolved.steps if resolved else params.steps, "batch_size": params.batch_size,
+            "restore_faces": False, "face_restoration_model": None,
+            "sd_model_name": opts.checkpoint_title(self.state.backend), "sd_model_hash": None,
+            "sd_vae_name": None, "sd_vae_hash": None, "seed_resize_from_w": -1, "seed_resize_from_h": -1,
+            "denoising_strength": params.strength if params.kind != "txt2img" else None,
+            "extra_generation_params": {}, "index_of_first_image": 0,
+            "infotexts": [_infotext(image) for image in images], "styles": [], "job_timestamp": task.timestamp,
+            "clip_skip": 1, "is_using_inpainting_conditioning": False, "version": __version__,
+            "interrupted": task.interrupted,
+        }  # fmt: skip
+        parameters = body.model_dump()
+        if isinstance(body, Img2ImgRequest) and not body.include_init_images:
+            parameters.update(init_images=None, mask=None)
+        return {"images": images if body.send_images is not False else [], "parameters": parameters,
+                "info": json.dumps(info)}  # fmt: skip
+
+    async def _submit(self, params: Params, seed: int) -> Job:
+        """Queue one iteration. The seam to the engine: today through the native body and `resolve`."""
+        state = self.state
+        fields: dict[str, Any] = {
+            "prompt": params.prompt, "negative_prompt": params.negative_prompt, "steps": params.steps,
+            "guidance_scale": params.guidance, "seed": seed, "width": params.width, "height": params.height,
+            "num_samples": params.batch_size, "scheduler": params.choice.scheduler if params.choice else None,
+            "output_format": params.output_format, "preview_every": params.preview_every,
+            "loras": [LoraSpec(name=name, weight=weight) for name, weight in params.loras],
+        }  # fmt: skip
+        body: GenerationBody
+        if params.kind == "inpaint":
+            body = InpaintBody.model_construct(**fields, strength=params.strength, mask_blur=params.mask_blur)
+        elif params.kind == "img2img":
+            body = Img2ImgBody.model_construct(**fields, strength=params.strength)
+        else:
+            body = GenerationBody.model_construct(**fields)
+        inputs = (params.image, params.mask) if params.kind != "txt2img" else None
+        resolved = await run_in_threadpool(state.service.resolve, params.kind, body, inputs)
+        return state.engine.submit(dataclasses.replace(resolved, prompt_syntax=True))
+
+    def _with_images(self, params: Params, body: Img2ImgRequest) -> Params:
+        if not body.init_images:
+            raise Unsupported("init_images: send one base64 image", field="init_images")
+        if len(body.init_images) > 1:
+            raise Unsupported("init_images: one image per request is supported here", field="init_images")
+        limit = self.state.settings.limits.max_upload_pixels
+        image = imaging.decode_image(body.init_images[0], "init_images.0", limit)
+        mask = _decode_mask(body.mask, limit) if body.mask else None
+        if mask is not None:
+            imaging.check_mask_size(image, mask)
+            if body.inpainting_mask_invert:
+                mask = ImageOps.invert(mask)
+        width, height = self._target_size(params, image)
+        if body.resize_mode == 1:
+            image = _crop_resize(image, width, height)
+            mask = _crop_resize(mask, width, height) if mask is not None else None
+        if mask is not None and body.inpainting_fill == 0:
+            image = _fill(image, mask)
+        blur = body.mask_blur if body.mask_blur is not None else body.mask_blur_x or 0
+        strength = body.denoising_strength if body.denoising_strength is not None else 0.75
+        kind: Kind = "inpaint" if mask is not None else "img2img"
+        return dataclasses.replace(
+            params, kind=kind, image=image, mask=mask, strength=strength, mask_blur=blur, width=width, height=height
+        )
+
+    def _target_size(self, params: Params, image: Image.Image) -> tuple[int, int]:
+        multiple = self.state.backend.family.size_multiple
+        width = params.width or max(multiple, image.width // multiple * multiple)
+        height = params.height or max(multiple, image.height // multiple * multiple)
+        return width, height
+
+    def _check_lora(self, name: str) -> None:
+        library = self.state.backend.loras
+        if library is None:
+            raise Unsupported(f"<lora:{name}> needs a LoRA folder: start the worker with --lora-dir", field="prompt")
+        library.resolve(name, "prompt")
+
+    def _default_sampler(self) -> str:
+        label = self.state.backend.default_scheduler
+        return SCHEDULER_CLASS_LABELS.get(label, SAMPLER_LABELS.get(label, label))
+
+
+def _refuse_unsupported(body: GenerationRequest) -> None:
+    """400 naming the first field that asks for something this worker cannot do."""
+    refusals: list[tuple[str, bool, str]] = [
+        ("enable_hr", bool(getattr(body, "enable_hr", False)), "the hires fix is not available; upscale separately"),
+        ("restore_faces", bool(body.restore_faces), "face restoration is not available"),
+        ("tiling", bool(body.tiling), "tiling is not available"),
+        ("script_name", bool(body.script_name), "scripts are not available (GET /sdapi/v1/scripts is empty)"),
+        ("script_args", bool(body.script_args), "scripts are not available"),
+        ("alwayson_scripts", bool(body.alwayson_scripts),
+         f"extensions are not available: {list(body.alwayson_scripts or {})}"),
+        ("styles", bool(body.styles), "prompt styles are not available (GET /sdapi/v1/prompt-styles is empty)"),
+        ("subseed_strength", bool(body.subseed_strength), "variation seeds are not available"),
+        ("seed_resize_from_w", (body.seed_resize_from_w or 0) > 0, "seed resizing is not available"),
+        ("seed_resize_from_h", (body.seed_resize_from_h or 0) > 0, "seed resizing is not available"),
+        ("refiner_checkpoint", bool(body.refiner_checkpoint), "a refiner is not available: one model per worker"),
+        ("infotext", bool(body.infotext), "pasting an infotext is not supported; send the fields themselves"),
+        ("s_churn", body.s_churn not in (None, 0), "sampler noise settings are not available"),
+        ("s_noise", body.s_noise not in (None, 1), "sampler noise settings are not available"),
+        ("s_tmin", body.s_tmin not in (None, 0), "sampler noise settings are not available"),
+        ("s_tmax", body.s_tmax not in (None, 0, math.inf), "sampler noise settings are not available"),
+        ("s_min_uncond", body.s_min_uncond not in (None, 0), "negative guidance minimum sigma is not available"),
+    ]  # fmt: skip
+    if isinstance(body, Img2ImgRequest):
+        masked = bool(body.mask)
+        refusals += [
+            ("resize_mode", body.resize_mode not in (None, 0, 1), "0 (resize) and 1 (crop and resize) only"),
+            ("inpainting_fill", masked and body.inpainting_fill not in (None, 0, 1),
+             "inpainting_fill 0 (fill) and 1 (original) only; latent noise/nothing are not available"),
+            ("inpaint_full_res", masked and bool(body.inpaint_full_res),
+             "inpainting only the masked area is not available; send inpaint_full_res: false (whole picture)"),
+            ("initial_noise_multiplier", body.initial_noise_multiplier not in (None, 1), "not available"),
+            ("latent_mask", bool(body.latent_mask), "a separate latent mask is not available"),
+            ("mask_blur_y", body.mask_blur is None and (body.mask_blur_x or 0) != (body.mask_blur_y or 0),
+             "one blur radius for both axes only: set mask_blur, or equal mask_blur_x and mask_blur_y"),
+        ]  # fmt: skip
+    for name, refused, why in refusals:
+        if refused:
+            raise Unsupported(f"{name}: {why}", field=name)
+
+
+def _ignored(body: GenerationRequest) -> tuple[str, ...]:
+    """Fields accepted without effect, for `X-Ignored-Params`."""
+    names = [name for name in IGNORED_WHEN_SET if getattr(body, name, None) is not None]
+    names += [name for name in IGNORED_WHEN_TRUE if getattr(body, name, None)]
+    return tuple(names)
+
+
+def _decode_mask(data: str, limit: int) -> Image.Image:
+    """A1111's mask: its alpha channel when it has a transparent part (`create_binary_mask`), else its grey."""
+    image = imaging.open_upload(imaging.b64decode_field(data, "mask"), "mask", limit)
+    if image.mode == "RGBA" and image.getextrema()[-1] != (255, 255):
+        return image.getchannel("A").point(lambda alpha: 255 if alpha > 128 else 0)
+    return image.convert("L")
+
+
+def _crop_resize(image: Image.Image, width: int, height: int) -> Image.Image:
+    """resize_mode 1: scale to cover width×height, then crop the centre (A1111's `images.resize_image`)."""
+    scale = max(width / image.width, height / image.height)
+    resized = image.resize((max(width, round(image.width * scale)), max(height, round(image.height * scale))),
+                           Image.Resampling.LANCZOS)  # fmt: skip
+    left, top = (resized.width - width) // 2, (resized.height - height) // 2
+    return resized.crop((left, top, left + width, top + height))
+
+
+def _fill(image: Image.Image, mask: Image.Image) -> Image.Image:
+    """inpainting_fill 0: the masked area painted with blurred colours of its surroundings (A1111 `masking.fill`)."""
+    masked = Image.new("RGBa", image.size)
+    masked.paste(image.convert("RGBA").convert("RGBa"), mask=ImageOps.invert(mask.convert("L")))
+    filled = Image.new("RGBA", image.size)
+    for radius, repeats in ((256, 1), (64, 1), (16, 2), (4, 4), (2, 2), (0, 1)):
+        blurred = masked.filter(ImageFilter.GaussianBlur(radius)).convert("RGBA")
+        for _ in range(repeats):
+            filled.alpha_composite(blurred)
+    return filled.convert("RGB")
+
+
+def _infotext(data: str) -> str:
+    """The infotext an encoded image carries (PNG `parameters` chunk, or EXIF UserComment)."""
+    image = Image.open(io.BytesIO(imaging.b64decode_field(data, "image")))
+    text = image.info.get("parameters")
+    if isinstance(text, str):
+        return text
+    comment = imaging.read_user_comment(image) or ""
+    return comment.partition("\nsd-worker: ")[0]
