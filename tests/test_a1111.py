@@ -113,6 +113,23 @@ def test_img2img_equals_native_and_inpaint_keeps_unmasked_pixels(api: webuiapi.W
     assert np.array_equal(pixels(inverted.image)[~keep], pixels(init)[~keep])
 
 
+def test_inpaint_only_masked_with_webuiapi_defaults(api: webuiapi.WebUIApi) -> None:
+    """webuiapi's img2img defaults: inpaint_full_res (only the masked area, at full size), fill, mask_blur 4."""
+    init, mask = init_image(64), centre_mask(64)
+    keep = np.asarray(mask) == 0
+    sharp = api.img2img(images=[init], mask_image=mask, prompt="a barn", seed=5, mask_blur=0, **SMALL)
+    assert np.array_equal(pixels(sharp.image)[keep], pixels(init)[keep])
+    assert not np.array_equal(pixels(sharp.image)[~keep], pixels(init)[~keep])
+    whole = api.img2img(images=[init], mask_image=mask, prompt="a barn", seed=5, mask_blur=0,
+                        inpaint_full_res=False, **SMALL)  # fmt: skip
+    assert not np.array_equal(pixels(sharp.image)[~keep], pixels(whole.image)[~keep])
+    default = api.img2img(images=[init], mask_image=mask, prompt="a barn", seed=5, **SMALL)
+    far = np.zeros((64, 64), bool)
+    far[:4], far[-4:], far[:, :4], far[:, -4:] = True, True, True, True  # beyond the 4 px blur's reach
+    assert np.array_equal(pixels(default.image)[far], pixels(init)[far])
+    assert "Seed: 5" in default.image.info["parameters"]
+
+
 def test_models_samplers_options(api: webuiapi.WebUIApi, url: str) -> None:
     models = api.get_sd_models()
     assert len(models) == 1
@@ -211,7 +228,7 @@ def test_refusals_name_the_field(url: str) -> None:
         assert response.status_code == 400, (body, response.text)
         assert response.json()["error"]["field"] == field
     masked = {"init_images": [b64_png(init_image(64))], "mask": b64_png(centre_mask(64))}
-    assert post({**masked, "inpaint_full_res": True}, "img2img").json()["error"]["field"] == "inpaint_full_res"
+    assert post({**masked, "inpainting_fill": 2}, "img2img").json()["error"]["field"] == "inpainting_fill"
     # the same fields at their A1111 defaults pass
     defaults = {"enable_hr": False, "restore_faces": False, "script_name": None, "tiling": False, "styles": [],
                 "override_settings": {"CLIP_stop_at_last_layers": 1}, "eta": 1.0}  # fmt: skip

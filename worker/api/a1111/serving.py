@@ -18,12 +18,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image, ImageOps
 from starlette.concurrency import run_in_threadpool
 
 from worker import __version__, imaging
+from worker.api.a1111 import masking, samplers
 from worker.api.a1111 import options as opts
-from worker.api.a1111 import samplers
 from worker.api.a1111.progress import Task, Tracker
 from worker.api.a1111.protocol import GenerationRequest, Img2ImgRequest, Txt2ImgRequest
 from worker.api.schemas import GenerationBody, Img2ImgBody, InpaintBody, LoraSpec
@@ -70,6 +70,7 @@ class Params:
     mask: Image.Image | None = None
     strength: float = 0.75  # img2img/inpaint only
     mask_blur: int = 0
+    only_masked: masking.OnlyMasked | None = None  # inpaint_full_res: pasted back after the job
     ignored: tuple[str, ...] = ()
 
 
@@ -140,6 +141,9 @@ class A1111Service:
         """A1111's `TextToImageResponse` (blocking: reads each image's infotext back from its bytes)."""
         results = [job.result for job in done if job.result is not None]
         images = [image for result in results for image in result["images"]]
+        if params.only_masked is not None:
+            level = self.state.settings.png_compression
+            images = [params.only_masked.paste(image, level) for image in images]
         seeds = [seed for result in results for seed in result["seeds"]]
         resolved = task.jobs[0].request if task.jobs else None
         subseed = body.subseed if body.subseed is not None else -1
@@ -204,15 +208,27 @@ class A1111Service:
                 mask = ImageOps.invert(mask)
         width, height = self._target_size(params, image)
         if body.resize_mode == 1:
-            image = _crop_resize(image, width, height)
-            mask = _crop_resize(mask, width, height) if mask is not None else None
-        if mask is not None and body.inpainting_fill == 0:
-            image = _fill(image, mask)
+            image = masking.crop_resize(image, width, height)
+            mask = masking.crop_resize(mask, width, height) if mask is not None else None
         blur = body.mask_blur if body.mask_blur is not None else body.mask_blur_x or 0
+        only_masked = None
+        if mask is not None and body.inpaint_full_res:
+            image, mask = imaging.fit_image(image, width, height), imaging.fit_image(mask, width, height)
+            only_masked, image, mask = masking.OnlyMasked.prepare(image, mask, blur, body.inpaint_full_res_padding or 0)
+        if mask is not None and body.inpainting_fill == 0:
+            image = masking.fill(image, mask)
         strength = body.denoising_strength if body.denoising_strength is not None else 0.75
         kind: Kind = "inpaint" if mask is not None else "img2img"
         return dataclasses.replace(
-            params, kind=kind, image=image, mask=mask, strength=strength, mask_blur=blur, width=width, height=height
+            params,
+            kind=kind,
+            image=image,
+            mask=mask,
+            strength=strength,
+            mask_blur=blur,
+            width=width,
+            height=height,
+            only_masked=only_masked,
         )
 
     def _target_size(self, params: Params, image: Image.Image) -> tuple[int, int]:
@@ -260,8 +276,6 @@ def _refuse_unsupported(body: GenerationRequest) -> None:
             ("resize_mode", body.resize_mode not in (None, 0, 1), "0 (resize) and 1 (crop and resize) only"),
             ("inpainting_fill", masked and body.inpainting_fill not in (None, 0, 1),
              "inpainting_fill 0 (fill) and 1 (original) only; latent noise/nothing are not available"),
-            ("inpaint_full_res", masked and bool(body.inpaint_full_res),
-             "inpainting only the masked area is not available; send inpaint_full_res: false (whole picture)"),
             ("initial_noise_multiplier", body.initial_noise_multiplier not in (None, 1), "not available"),
             ("latent_mask", bool(body.latent_mask), "a separate latent mask is not available"),
             ("mask_blur_y", body.mask_blur is None and (body.mask_blur_x or 0) != (body.mask_blur_y or 0),
@@ -285,27 +299,6 @@ def _decode_mask(data: str, limit: int) -> Image.Image:
     if image.mode == "RGBA" and image.getextrema()[-1] != (255, 255):
         return image.getchannel("A").point(lambda alpha: 255 if alpha > 128 else 0)
     return image.convert("L")
-
-
-def _crop_resize(image: Image.Image, width: int, height: int) -> Image.Image:
-    """resize_mode 1: scale to cover width×height, then crop the centre (A1111's `images.resize_image`)."""
-    scale = max(width / image.width, height / image.height)
-    resized = image.resize((max(width, round(image.width * scale)), max(height, round(image.height * scale))),
-                           Image.Resampling.LANCZOS)  # fmt: skip
-    left, top = (resized.width - width) // 2, (resized.height - height) // 2
-    return resized.crop((left, top, left + width, top + height))
-
-
-def _fill(image: Image.Image, mask: Image.Image) -> Image.Image:
-    """inpainting_fill 0: the masked area painted with blurred colours of its surroundings (A1111 `masking.fill`)."""
-    masked = Image.new("RGBa", image.size)
-    masked.paste(image.convert("RGBA").convert("RGBa"), mask=ImageOps.invert(mask.convert("L")))
-    filled = Image.new("RGBA", image.size)
-    for radius, repeats in ((256, 1), (64, 1), (16, 2), (4, 4), (2, 2), (0, 1)):
-        blurred = masked.filter(ImageFilter.GaussianBlur(radius)).convert("RGBA")
-        for _ in range(repeats):
-            filled.alpha_composite(blurred)
-    return filled.convert("RGB")
 
 
 def _infotext(data: str) -> str:
