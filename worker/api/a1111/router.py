@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import resource
+import sys
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -126,10 +127,15 @@ async def png_info(body: PngInfoRequest, a1111: A1111) -> dict[str, Any]:
 
 
 @router.get("/memory")
-async def memory(a1111: A1111) -> dict[str, Any]:
-    """RAM of this process and device memory, in A1111's `MemoryResponse` shape."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+def memory(a1111: A1111) -> dict[str, Any]:
+    """RAM of this process and device memory, in A1111's `MemoryResponse` shape (sync: reads /proc)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    try:
+        with open("/proc/self/statm") as statm:  # current resident set (Linux)
+            rss = int(statm.read().split()[1]) * page
+    except OSError:  # elsewhere: the peak, which getrusage reports
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    total = page * os.sysconf("SC_PHYS_PAGES")
     device = a1111.state.backend.memory()
     cuda: dict[str, Any] = {"error": "unavailable"}
     if device.get("total") is not None:
