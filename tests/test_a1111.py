@@ -227,6 +227,8 @@ def test_refusals_name_the_field(url: str) -> None:
         response = post(body)
         assert response.status_code == 400, (body, response.text)
         assert response.json()["error"]["field"] == field
+    too_many = post({"batch_size": 9})
+    assert too_many.status_code == 422 and too_many.json()["error"]["field"] == "batch_size"
     masked = {"init_images": [b64_png(init_image(64))], "mask": b64_png(centre_mask(64))}
     assert post({**masked, "inpainting_fill": 2}, "img2img").json()["error"]["field"] == "inpainting_fill"
     # the same fields at their A1111 defaults pass

@@ -31,7 +31,7 @@ from worker.api.state import WorkerState
 from worker.engine.job import Job
 from worker.engine.request import OutputFormat
 from worker.engine.request import Task as Kind
-from worker.errors import JobFailed, Unsupported
+from worker.errors import InvalidRequest, JobFailed, Unsupported
 from worker.pipelines import syntax
 from worker.pipelines.families import SAMPLER_LABELS, SCHEDULER_CLASS_LABELS
 
@@ -85,6 +85,9 @@ class A1111Service:
         """Check and map an A1111 body (blocking: decodes the init image and mask)."""
         family = self.state.backend.family
         _refuse_unsupported(body)
+        limit = self.state.settings.limits.max_samples
+        if (body.batch_size or 1) > limit:
+            raise InvalidRequest(f"batch_size must be between 1 and {limit} (use n_iter for more)", field="batch_size")
         options = self.a1111.options.merged(body.override_settings)
         choice = samplers.choose(family, body.sampler_name or body.sampler_index, body.scheduler)
         prompt, loras = syntax.extract_loras(body.prompt or "")
