@@ -178,7 +178,7 @@ def test_prompt_syntax_emphasis_long_prompts_and_reduced_forms(api: webuiapi.Web
 
 def test_progress_moves_from_0_to_1_then_idle(api: webuiapi.WebUIApi) -> None:
     seen: list[dict[str, Any]] = []
-    runner = threading.Thread(target=lambda: api.txt2img(prompt="a slow tree", seed=1, steps=60, width=64, height=64))
+    runner = threading.Thread(target=lambda: api.txt2img(prompt="a slow tree", seed=1, steps=40, width=64, height=64))
     runner.start()
     while runner.is_alive():
         seen.append(api.get_progress())
