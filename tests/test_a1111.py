@@ -5,6 +5,7 @@ send (replayed from their source: open-webui `backend/open_webui/routers/images.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from tests.conftest import serve_app, worker_settings
 from tests.helpers import b64_png, centre_mask, decode, init_image
 from worker.api.app import create_app
 from worker.backends.cpu import CpuBackend
+from worker.engine.request import GenerationRequest
 
 KEY = "sekrit"
 BEARER = {"Authorization": f"Bearer {KEY}", "Accept": "application/json"}
@@ -54,6 +56,18 @@ def api(url: str) -> webuiapi.WebUIApi:
     """webuiapi as its README sets it up for a web UI started with --api-auth."""
     host, port = url.removeprefix("http://").split(":")
     return webuiapi.WebUIApi(host=host, port=int(port), sampler="Euler a", steps=4, username="me", password=KEY)
+
+
+class SilentHooks:
+    """Step hooks nobody listens to (a job run on the backend directly)."""
+
+    def stage(self, name: str) -> None: ...
+    def step(self, step: int) -> None: ...
+    def check(self) -> None: ...
+    def wants_preview(self, step: int) -> bool:
+        return False
+
+    def preview(self, step: int, image: Any) -> None: ...
 
 
 def pixels(image: Any) -> np.ndarray:
@@ -158,6 +172,22 @@ def test_karras_sampler_and_lora_tag_equal_native(api: webuiapi.WebUIApi, url: s
     assert np.array_equal(pixels(automatic.image), pixels(legacy.image))
 
 
+def test_clip_skip(api: webuiapi.WebUIApi, url: str, backend_for: Any) -> None:
+    """SDXL/SD3 apply A1111's CLIP skip as diffusers' clip_skip; SD1.x refuses it (upstream breakage)."""
+    refused = httpx.post(f"{url}/sdapi/v1/txt2img", headers=BASIC, json={
+        "prompt": "x", **SMALL, "override_settings": {"CLIP_stop_at_last_layers": 2}})  # fmt: skip
+    assert refused.status_code == 400 and "from 1 to 1" in refused.text
+    xl = backend_for("sdxl")
+    assert xl.family.supports_clip_skip
+    request = GenerationRequest(task="txt2img", prompt="a red kite", negative_prompt=None, steps=2,
+                                guidance_scale=5.0, seeds=(1,), width=64, height=64, scheduler=None,
+                                output_format="png")  # fmt: skip
+    hooks = SilentHooks()
+    plain = pixels(xl.generate(request, hooks)[0])
+    skipped = pixels(xl.generate(dataclasses.replace(request, clip_skip=1), hooks)[0])
+    assert not np.array_equal(plain, skipped)
+
+
 def test_prompt_syntax_emphasis_long_prompts_and_reduced_forms(api: webuiapi.WebUIApi, url: str) -> None:
     plain = api.txt2img(prompt="a red kite", seed=11, **SMALL)
     weighted = api.txt2img(prompt="a (red:1.6) kite", seed=11, **SMALL)
@@ -222,7 +252,7 @@ def test_refusals_name_the_field(url: str) -> None:
                         ({"override_settings": {"sd_model_checkpoint": "other"}},
                          "override_settings.sd_model_checkpoint"),
                         ({"sampler_name": "DPM fast"}, "sampler_name"),
-                        ({"override_settings": {"CLIP_stop_at_last_layers": 2}},
+                        ({"override_settings": {"CLIP_stop_at_last_layers": 13}},
                          "override_settings.CLIP_stop_at_last_layers")]:  # fmt: skip
         response = post(body)
         assert response.status_code == 400, (body, response.text)

@@ -39,6 +39,7 @@ def batch_key(request: GenerationRequest) -> BatchKey | None:
         request.guidance_scale,
         request.strength,
         request.loras,
+        request.clip_skip,
         request.negative_prompt is None,
     )
 

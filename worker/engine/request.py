@@ -36,6 +36,7 @@ class GenerationRequest:
     echo: dict[str, Any] = field(default_factory=dict, repr=False)  # the request as sent, for metadata
     embeddings: Mapping[str, Any] | None = field(default=None, repr=False)  # prompt_embeds tensors, by name
     prompt_syntax: bool = False  # read A1111 emphasis, long prompts and [from:to:when] (see pipelines.syntax)
+    clip_skip: int = 0  # CLIP layers skipped from the end (diffusers' clip_skip; A1111's CLIP skip − 1)
 
     @property
     def num_samples(self) -> int:

@@ -27,9 +27,9 @@ def encode_result(
 
     `weighting`: whether the model applies prompt emphasis (else a `prompt_syntax` job's infotext says so)."""
     request = job.request
-    extra = []
+    extra = [("Clip skip", str(request.clip_skip + 1))] if request.clip_skip else []
     if request.prompt_syntax:
-        extra = syntax.notes(request.prompt, request.negative_prompt, request.steps, weighting)
+        extra += syntax.notes(request.prompt, request.negative_prompt, request.steps, weighting)
     if request.scheduler is not None:
         sampler = SAMPLER_LABELS[request.scheduler]
     else:

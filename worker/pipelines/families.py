@@ -62,6 +62,10 @@ SCHEDULER_CLASS_LABELS = {
     "FlowMatchEulerDiscreteScheduler": "Euler (flow)",
 }
 
+# SD1.x/2.x is left out: its clip_skip path calls `text_encoder.text_model.final_layer_norm`, which transformers 5's
+# CLIPTextModel no longer has (diffusers 0.42, compel 2.5 alike)
+CLIP_SKIP_PIPELINES = ("StableDiffusionXLPipeline", "StableDiffusion3Pipeline")
+
 DEMO_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "demo"
 
 
@@ -79,6 +83,11 @@ class Family:
     flow: bool = False  # flow matching (SD3.x, Z-Image): flow schedulers only, 16-px sizes
     fixed_guidance: float | None = None  # turbo distillations: any other value is refused
     description: str = ""
+
+    @property
+    def supports_clip_skip(self) -> bool:
+        """True if the pipelines apply `clip_skip` (SDXL, SD3)."""
+        return all(name in CLIP_SKIP_PIPELINES for name in self.pipeline_classes)
 
     @property
     def size_multiple(self) -> int:

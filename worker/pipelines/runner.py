@@ -41,7 +41,13 @@ def call_kwargs(model: LoadedModel, request: GenerationRequest, generator_device
     elif request.prompt_syntax and request.prompt is not None:
         cfg_above = model.embeddings.layout.cfg_above
         text = weighting.text_kwargs(
-            model.base, request.prompt, request.negative_prompt, request.steps, request.guidance_scale, cfg_above
+            model.base,
+            request.prompt,
+            request.negative_prompt,
+            request.steps,
+            request.guidance_scale,
+            cfg_above,
+            request.clip_skip,
         )
     else:
         text = {"prompt": request.prompt, "negative_prompt": request.negative_prompt}
@@ -53,6 +59,7 @@ def call_kwargs(model: LoadedModel, request: GenerationRequest, generator_device
         "num_images_per_prompt": request.num_samples,
         "generator": generators(request.seeds, generator_device),
         "output_type": "pil",
+        "clip_skip": request.clip_skip or None,
         **text,  # after num_images_per_prompt, which embeddings may set
     }
     if request.task != "txt2img":

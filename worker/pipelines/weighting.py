@@ -13,11 +13,18 @@ from typing import Any
 
 import torch
 
+from worker.errors import InvalidRequest
 from worker.pipelines import syntax
 
 
 def text_kwargs(
-    pipe: Any, prompt: str, negative_prompt: str | None, steps: int, guidance: float, cfg_above: float
+    pipe: Any,
+    prompt: str,
+    negative_prompt: str | None,
+    steps: int,
+    guidance: float,
+    cfg_above: float,
+    clip_skip: int = 0,
 ) -> dict[str, Any]:
     """The text keyword arguments of base pipeline `pipe` for a `prompt_syntax` request: plain text, or compel
     embeddings (the task variants share the base's text encoders)."""
@@ -29,7 +36,7 @@ def text_kwargs(
     }
     if type(pipe).__name__ not in syntax.WEIGHTED_PIPELINES or not _needs_compel(pipe, positive, negative):
         return plain
-    return _embeddings(pipe, positive, negative, cfg=guidance > cfg_above)
+    return _embeddings(pipe, positive, negative, cfg=guidance > cfg_above, clip_skip=clip_skip)
 
 
 def _needs_compel(pipe: Any, positive: list[syntax.Fragment], negative: list[syntax.Fragment] | None) -> bool:
@@ -43,10 +50,16 @@ def _needs_compel(pipe: Any, positive: list[syntax.Fragment], negative: list[syn
     return False
 
 
-def _compel(pipe: Any) -> Any:
+def _compel(pipe: Any, clip_skip: int) -> Any:
     from compel import Compel, ReturnedEmbeddingsType  # imports every diffusers pipeline: only when needed
 
-    if type(pipe).__name__ == "StableDiffusionXLPipeline":
+    xl = type(pipe).__name__ == "StableDiffusionXLPipeline"
+    if clip_skip:  # compel reads SDXL's penultimate layer, nothing deeper
+        raise InvalidRequest(
+            "CLIP skip together with emphasis or a prompt past 77 tokens is not available",
+            field="CLIP_stop_at_last_layers",
+        )
+    if xl:
         return Compel(
             tokenizer=[pipe.tokenizer, pipe.tokenizer_2],
             text_encoder=[pipe.text_encoder, pipe.text_encoder_2],
@@ -58,9 +71,9 @@ def _compel(pipe: Any) -> Any:
 
 
 def _embeddings(
-    pipe: Any, positive: list[syntax.Fragment], negative: list[syntax.Fragment] | None, cfg: bool
+    pipe: Any, positive: list[syntax.Fragment], negative: list[syntax.Fragment] | None, cfg: bool, clip_skip: int
 ) -> dict[str, Any]:
-    compel = _compel(pipe)
+    compel = _compel(pipe, clip_skip)
     provider = compel.conditioning_provider
     xl = type(pipe).__name__ == "StableDiffusionXLPipeline"
 

@@ -1,7 +1,7 @@
 """`/sdapi/v1/options`: A1111's settings, kept for this process; the keys that mean something here are applied.
 
 Applied: `sd_model_checkpoint` (must name the loaded model: this worker serves one), `CLIP_stop_at_last_layers`
-(1 only), `sd_vae` (the model's own only), `samples_format` (png, jpg, webp), `live_previews_enable` and
+(CLIP skip, SDXL/SD3), `sd_vae` (the model's own only), `samples_format` (png, jpg, webp), `live_previews_enable` and
 `show_progress_every_n_steps` (the `current_image` of `/progress`). Any other key is stored and returned, as A1111
 does for settings of extensions it does not have, and changes nothing.
 """
@@ -64,9 +64,11 @@ class Options:
                 f"{where}.sd_model_checkpoint: this worker serves one model, {title!r}; it cannot load {checkpoint!r}",
                 field=f"{where}.sd_model_checkpoint",
             )
-        if values.get("CLIP_stop_at_last_layers") not in (None, 1):
+        clip_skip = values.get("CLIP_stop_at_last_layers")
+        most = 12 if self._backend.family.supports_clip_skip else 1
+        if clip_skip is not None and (not isinstance(clip_skip, int) or not 1 <= clip_skip <= most):
             raise Unsupported(
-                f"{where}.CLIP_stop_at_last_layers: only 1 (no CLIP skip) is supported here",
+                f"{where}.CLIP_stop_at_last_layers must be an integer from 1 to {most} for this model",
                 field=f"{where}.CLIP_stop_at_last_layers",
             )
         if values.get("sd_vae", "Automatic") not in OWN_VAE:
@@ -93,6 +95,12 @@ class Options:
 def output_format(options: dict[str, Any]) -> OutputFormat:
     """The image format `samples_format` asks for."""
     return FORMATS.get(str(options.get("samples_format", "png")).lower(), "png")
+
+
+def clip_skip(options: dict[str, Any]) -> int:
+    """CLIP layers to skip from the end (A1111's CLIP_stop_at_last_layers − 1)."""
+    value = options.get("CLIP_stop_at_last_layers", 1)
+    return max(value - 1, 0) if isinstance(value, int) else 0
 
 
 def preview_every(options: dict[str, Any]) -> int:

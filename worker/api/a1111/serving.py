@@ -66,6 +66,7 @@ class Params:
     loras: tuple[tuple[str, float], ...]
     output_format: OutputFormat
     preview_every: int
+    clip_skip: int = 0
     image: Image.Image | None = None
     mask: Image.Image | None = None
     strength: float = 0.75  # img2img/inpaint only
@@ -111,6 +112,7 @@ class A1111Service:
             loras=tuple(loras),
             output_format=opts.output_format(options),
             preview_every=opts.preview_every(options),
+            clip_skip=opts.clip_skip(options),
             ignored=_ignored(body),
         )
         if isinstance(body, Img2ImgRequest):
@@ -167,7 +169,7 @@ class A1111Service:
             "denoising_strength": params.strength if params.kind != "txt2img" else None,
             "extra_generation_params": {}, "index_of_first_image": 0,
             "infotexts": [_infotext(image) for image in images], "styles": [], "job_timestamp": task.timestamp,
-            "clip_skip": 1, "is_using_inpainting_conditioning": False, "version": __version__,
+            "clip_skip": params.clip_skip + 1, "is_using_inpainting_conditioning": False, "version": __version__,
             "interrupted": task.interrupted,
         }  # fmt: skip
         parameters = body.model_dump()
@@ -195,7 +197,7 @@ class A1111Service:
             body = GenerationBody.model_construct(**fields)
         inputs = (params.image, params.mask) if params.kind != "txt2img" else None
         resolved = await run_in_threadpool(state.service.resolve, params.kind, body, inputs)
-        return state.engine.submit(dataclasses.replace(resolved, prompt_syntax=True))
+        return state.engine.submit(dataclasses.replace(resolved, prompt_syntax=True, clip_skip=params.clip_skip))
 
     def _with_images(self, params: Params, body: Img2ImgRequest) -> Params:
         if not body.init_images:
