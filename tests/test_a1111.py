@@ -18,11 +18,10 @@ import numpy as np
 import pytest
 import webuiapi
 
-from tests.conftest import serve_app, worker_settings
-from tests.helpers import b64_png, centre_mask, decode, init_image
+from tests.support import b64_png, centre_mask, decode, init_image, serve_app, worker_settings
 from worker.api.app import create_app
 from worker.backends.cpu import CpuBackend
-from worker.engine.request import GenerationRequest
+from worker.engine.protocol import GenerationRequest
 
 KEY = "sekrit"
 BEARER = {"Authorization": f"Bearer {KEY}", "Accept": "application/json"}
@@ -182,9 +181,13 @@ def test_clip_skip(api: webuiapi.WebUIApi, url: str, backend_for: Any) -> None:
     request = GenerationRequest(task="txt2img", prompt="a red kite", negative_prompt=None, steps=2,
                                 guidance_scale=5.0, seeds=(1,), width=64, height=64, scheduler=None,
                                 output_format="png")  # fmt: skip
-    hooks = SilentHooks()
-    plain = pixels(xl.generate(request, hooks)[0])
-    skipped = pixels(xl.generate(dataclasses.replace(request, clip_skip=1), hooks)[0])
+
+    def run(job: GenerationRequest) -> np.ndarray:
+        [images] = xl.generate([job], [SilentHooks()], lambda index, exc: None)
+        assert images is not None
+        return pixels(images[0])
+
+    plain, skipped = run(request), run(dataclasses.replace(request, clip_skip=1))
     assert not np.array_equal(plain, skipped)
 
 

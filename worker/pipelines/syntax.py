@@ -24,7 +24,6 @@ EXTRA_NETWORK = re.compile(r"<(\w+):([^>]+)>")
 # innermost bracket groups only (no brackets inside), so nested ones reduce from the inside out
 SCHEDULED = re.compile(r"(?<!\\)\[([^\[\]:|]*?)(?::([^\[\]:|]*?))?:\s*([0-9]*\.?[0-9]+)\s*\]")
 ALTERNATE = re.compile(r"(?<!\\)\[([^\[\]:]*\|[^\[\]:]*)\]")
-WEIGHTED_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")  # what `pipelines.weighting` covers
 REDUCED_NOTE = "[from:to:when] and [a|b] reduced to plain text"
 
 
@@ -131,11 +130,6 @@ def plain_text(fragments: list[Fragment]) -> str:
 def is_weighted(fragments: list[Fragment]) -> bool:
     """True if any fragment has a weight other than 1."""
     return any(abs(f.weight - 1.0) > 1e-6 for f in fragments)
-
-
-def supports_weighting(pipeline_classes: tuple[str, ...]) -> bool:
-    """True if emphasis and long prompts are applied to a family with these pipeline classes."""
-    return all(name in WEIGHTED_PIPELINES for name in pipeline_classes)
 
 
 def notes(prompt: str | None, negative_prompt: str | None, steps: int, weighting: bool) -> list[tuple[str, str]]:

@@ -15,6 +15,7 @@ import torch
 
 from worker.errors import InvalidRequest
 from worker.pipelines import syntax
+from worker.pipelines.architectures import architecture_of
 
 
 def text_kwargs(
@@ -34,7 +35,7 @@ def text_kwargs(
         "prompt": syntax.plain_text(positive),
         "negative_prompt": syntax.plain_text(negative) if negative is not None else None,
     }
-    if type(pipe).__name__ not in syntax.WEIGHTED_PIPELINES or not _needs_compel(pipe, positive, negative):
+    if not architecture_of(pipe).prompt_weighting or not _needs_compel(pipe, positive, negative):
         return plain
     return _embeddings(pipe, positive, negative, cfg=guidance > cfg_above, clip_skip=clip_skip)
 

@@ -81,9 +81,9 @@ class OnlyMasked:
         crop_mask = mask.crop(region).resize(size, Image.Resampling.LANCZOS)
         return cls(region, image, blurred), crop, crop_mask
 
-    def paste(self, data: str, png_level: int) -> str:
-        """A generated region image (base64, with metadata) pasted back into the original, re-encoded."""
-        encoded = Image.open(io.BytesIO(imaging.b64decode_field(data, "image")))
+    def paste(self, data: bytes, png_level: int) -> bytes:
+        """A generated region image (encoded, with metadata) pasted back into the original, re-encoded."""
+        encoded = Image.open(io.BytesIO(data))
         encoded.load()
         x1, y1, x2, y2 = self.region
         canvas = self.original.convert("RGB")
@@ -95,4 +95,4 @@ class OnlyMasked:
         if fmt != "png":
             infotext, _, payload = (imaging.read_user_comment(encoded) or "").partition("\nsd-worker: ")
             echo = json.loads(payload or "{}")
-        return imaging.to_base64(imaging.encode_image(result, fmt, infotext, echo, png_level=png_level))
+        return imaging.encode_image(result, fmt, infotext, echo, png_level=png_level)

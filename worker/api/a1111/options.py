@@ -11,8 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from worker.backends.base import ImageGenerationBackend
-from worker.engine.request import OutputFormat
+from worker.engine.protocol import ImageGenerationBackend, OutputFormat
 from worker.errors import Unsupported
 
 FORMATS: dict[str, OutputFormat] = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp"}

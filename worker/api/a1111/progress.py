@@ -1,6 +1,6 @@
 """A1111's global progress state, built from this worker's jobs: `/progress`, `/interrupt`, `/skip`.
 
-A1111 runs one task at a time and reports it in `shared.state`; here each A1111 request is a `Task` of `n_iter`
+A1111 runs one task at a time and reports it in `shared.state`; here each A1111 request is a `Tracked` task of `n_iter`
 jobs (one per iteration), and `/progress` reports the task whose job is on the device (else the first waiting
 one, else any job running for another protocol). `current_image` is the job's latest `preview` event (the
 preview decoder's picture): never a VAE decode in the request handler. Everything here runs on the event loop.
@@ -12,7 +12,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from worker import imaging
 from worker.engine.engine import Engine
+from worker.engine.events import Preview
 from worker.engine.job import Job, JobStatus
 
 INTERRUPTED = "interrupted by POST /sdapi/v1/interrupt"
@@ -20,7 +22,7 @@ SKIPPED = "skipped by POST /sdapi/v1/skip"
 
 
 @dataclass
-class Task:
+class Tracked:
     """One A1111 request: its iterations' jobs and the interrupt/skip flags A1111 reports."""
 
     kind: str  # "txt2img" or "img2img"
@@ -45,19 +47,19 @@ class Tracker:
     """The A1111 tasks in flight, oldest first."""
 
     def __init__(self) -> None:
-        self._tasks: list[Task] = []
+        self._tasks: list[Tracked] = []
 
-    def begin(self, kind: str, job_count: int) -> Task:
+    def begin(self, kind: str, job_count: int) -> Tracked:
         """Start tracking a request of `job_count` iterations."""
-        task = Task(kind, job_count)
+        task = Tracked(kind, job_count)
         self._tasks.append(task)
         return task
 
-    def end(self, task: Task) -> None:
+    def end(self, task: Tracked) -> None:
         """The request has answered."""
         self._tasks.remove(task)
 
-    def current(self) -> Task | None:
+    def current(self) -> Tracked | None:
         """The task on the device, else the oldest waiting one."""
         return next((t for t in self._tasks if t.running), self._tasks[0] if self._tasks else None)
 
@@ -109,10 +111,9 @@ class Tracker:
 
 
 def _latest_preview(job: Job) -> str | None:
-    for event in reversed(job.events.snapshot()):
-        if event.name == "preview":
-            image: str = event.data["image"]
-            return image
+    for entry in reversed(job.events.snapshot()):
+        if isinstance(entry.event, Preview):
+            return imaging.to_base64(entry.event.image)
     return None
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class GenerationRequest(BaseModel):
+class A1111Request(BaseModel):
     """Fields shared by `txt2img` and `img2img` (A1111's `StableDiffusionProcessing`)."""
 
     model_config = ConfigDict(extra="ignore")
@@ -60,7 +60,7 @@ class GenerationRequest(BaseModel):
     infotext: str | None = None
 
 
-class Txt2ImgRequest(GenerationRequest):
+class Txt2ImgRequest(A1111Request):
     """`POST /sdapi/v1/txt2img` (the hires-fix fields are ignored unless `enable_hr`, as in A1111)."""
 
     enable_hr: bool | None = False
@@ -79,7 +79,7 @@ class Txt2ImgRequest(GenerationRequest):
     hr_negative_prompt: str | None = ""
 
 
-class Img2ImgRequest(GenerationRequest):
+class Img2ImgRequest(A1111Request):
     """`POST /sdapi/v1/img2img`: one init image; with `mask`, inpainting (white = repaint)."""
 
     init_images: list[str] | None = None

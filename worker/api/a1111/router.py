@@ -17,9 +17,9 @@ from starlette.concurrency import run_in_threadpool
 
 from worker.api.a1111 import infotext, samplers
 from worker.api.a1111.options import checkpoint_title
-from worker.api.a1111.protocol import GenerationRequest, Img2ImgRequest, PngInfoRequest, Txt2ImgRequest
+from worker.api.a1111.protocol import A1111Request, Img2ImgRequest, PngInfoRequest, Txt2ImgRequest
 from worker.api.a1111.serving import A1111Service, A1111State
-from worker.api.routes import State
+from worker.api.state import State
 
 router = APIRouter(prefix="/sdapi/v1", tags=["AUTOMATIC1111"])
 extras = APIRouter(tags=["AUTOMATIC1111"])
@@ -191,11 +191,11 @@ async def images_options() -> Response:
     return Response(status_code=200, headers={"Allow": "OPTIONS, POST"})
 
 
-async def _generate(body: GenerationRequest, request: Request, a1111: A1111Service) -> JSONResponse:
+async def _generate(body: A1111Request, request: Request, a1111: A1111Service) -> JSONResponse:
     assert isinstance(body, Txt2ImgRequest | Img2ImgRequest)
     a1111.state.require_ready()
-    params = await run_in_threadpool(a1111.to_params, body)
-    task, done = await a1111.run(params, request.is_disconnected)
-    answer = await run_in_threadpool(a1111.response, body, params, task, done)
-    headers = {"X-Ignored-Params": ", ".join(params.ignored)} if params.ignored else None
+    plan = await run_in_threadpool(a1111.plan, body)
+    task, done = await a1111.run(plan, request.is_disconnected)
+    answer = await run_in_threadpool(a1111.response, body, plan, task, done)
+    headers = {"X-Ignored-Params": ", ".join(plan.ignored)} if plan.ignored else None
     return JSONResponse(answer, headers=headers)

@@ -1,15 +1,16 @@
-"""The A1111 service: `to_params()` (an A1111 body → what this worker runs), the iterations, the A1111 answer.
+"""The A1111 service: an A1111 body → a `Plan` (checked, names mapped, images prepared) → one `GenerationParams`
+per iteration (`Plan.to_params`), run one after another; then A1111's answer.
 
 A field this worker cannot honour is refused by name (400) when it asks for something, and passes at its A1111
 default; fields accepted without effect are named in the `X-Ignored-Params` header. `n_iter` runs as that many
 jobs one after another (seeds continuing, as A1111's `all_seeds`), each of `batch_size` images with one seed per
-image, so image i is reproducible alone. The only use of the native request model is `_submit`: the seam to the
-engine's request resolution.
+image, so image i is reproducible alone.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 import math
@@ -19,21 +20,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image, ImageOps
-from starlette.concurrency import run_in_threadpool
 
 from worker import __version__, imaging
+from worker.api import serving
 from worker.api.a1111 import masking, samplers
 from worker.api.a1111 import options as opts
-from worker.api.a1111.progress import Task, Tracker
-from worker.api.a1111.protocol import GenerationRequest, Img2ImgRequest, Txt2ImgRequest
-from worker.api.schemas import GenerationBody, Img2ImgBody, InpaintBody, LoraSpec
+from worker.api.a1111.progress import Tracked, Tracker
+from worker.api.a1111.protocol import A1111Request, Img2ImgRequest, Txt2ImgRequest
 from worker.api.state import WorkerState
 from worker.engine.job import Job
-from worker.engine.request import OutputFormat
-from worker.engine.request import Task as Kind
+from worker.engine.protocol import GenerationParams, LoraRequest, OutputFormat, Task
 from worker.errors import InvalidRequest, JobFailed, Unsupported
 from worker.pipelines import syntax
-from worker.pipelines.families import SAMPLER_LABELS, SCHEDULER_CLASS_LABELS
+from worker.pipelines.schedulers import sampler_label
 
 SEED_SPACE = 2**32
 IGNORED_WHEN_SET = ("eta", "image_cfg_scale", "force_task_id", "comments")
@@ -49,10 +48,10 @@ class A1111State:
 
 
 @dataclass(frozen=True)
-class Params:
-    """One A1111 request in this worker's terms (images decoded, names mapped, seed chosen)."""
+class Plan:
+    """One A1111 request in this worker's terms (names mapped, seed chosen, images prepared as PNG bytes)."""
 
-    kind: Kind
+    kind: Task
     prompt: str
     negative_prompt: str | None
     steps: int | None
@@ -67,12 +66,37 @@ class Params:
     output_format: OutputFormat
     preview_every: int
     clip_skip: int = 0
-    image: Image.Image | None = None
-    mask: Image.Image | None = None
+    image: bytes | None = field(default=None, repr=False)
+    mask: bytes | None = field(default=None, repr=False)  # white = repaint
     strength: float = 0.75  # img2img/inpaint only
     mask_blur: int = 0
     only_masked: masking.OnlyMasked | None = None  # inpaint_full_res: pasted back after the job
     ignored: tuple[str, ...] = ()
+
+    def to_params(self, seed: int) -> GenerationParams:
+        """The neutral params of iteration with first seed `seed`."""
+        image_task = self.kind != "txt2img"
+        return GenerationParams(
+            task=self.kind,
+            prompt=self.prompt,
+            negative_prompt=self.negative_prompt,
+            steps=self.steps,
+            guidance_scale=self.guidance,
+            seed=seed,
+            width=self.width,
+            height=self.height,
+            num_samples=self.batch_size,
+            scheduler=self.choice.scheduler if self.choice else None,
+            output_format=self.output_format,
+            strength=self.strength if image_task else None,
+            image=self.image,
+            mask=self.mask,
+            mask_blur=self.mask_blur if self.kind == "inpaint" else 0,
+            loras=tuple(LoraRequest(name, weight) for name, weight in self.loras),
+            preview_every=self.preview_every,
+            prompt_syntax=True,
+            clip_skip=self.clip_skip,
+        )
 
 
 class A1111Service:
@@ -82,8 +106,8 @@ class A1111Service:
         self.state = state
         self.a1111 = a1111
 
-    def to_params(self, body: Txt2ImgRequest | Img2ImgRequest) -> Params:
-        """Check and map an A1111 body (blocking: decodes the init image and mask)."""
+    def plan(self, body: Txt2ImgRequest | Img2ImgRequest) -> Plan:
+        """Check and map an A1111 body (blocking: decodes and prepares the init image and mask)."""
         family = self.state.backend.family
         _refuse_unsupported(body)
         limit = self.state.settings.limits.max_samples
@@ -97,7 +121,7 @@ class A1111Service:
         for name, _ in loras:
             self._check_lora(name)
         seed = body.seed if body.seed is not None and body.seed >= 0 else secrets.randbelow(SEED_SPACE)
-        params = Params(
+        plan = Plan(
             kind="txt2img",
             prompt=prompt,
             negative_prompt=body.negative_prompt or None,
@@ -116,22 +140,24 @@ class A1111Service:
             ignored=_ignored(body),
         )
         if isinstance(body, Img2ImgRequest):
-            params = self._with_images(params, body)
-        return params
+            plan = self._with_images(plan, body)
+        return plan
 
-    async def run(self, params: Params, is_disconnected: Callable[[], Awaitable[bool]]) -> tuple[Task, list[Job]]:
+    async def run(self, plan: Plan, is_disconnected: Callable[[], Awaitable[bool]]) -> tuple[Tracked, list[Job]]:
         """Run the iterations one after another; an interrupt ends the loop, a skip ends one iteration."""
         tracker = self.a1111.tracker
-        task = tracker.begin("img2img" if params.kind != "txt2img" else "txt2img", params.n_iter)
+        task = tracker.begin("img2img" if plan.kind != "txt2img" else "txt2img", plan.n_iter)
+        engine = self.state.engine
         done: list[Job] = []
         try:
-            for index in range(params.n_iter):
+            for index in range(plan.n_iter):
                 if task.interrupted:
                     break
-                job = await self._submit(params, (params.seed + index * params.batch_size) % SEED_SPACE)
+                seed = (plan.seed + index * plan.batch_size) % SEED_SPACE
+                job = await serving.submit(engine, functools.partial(plan.to_params, seed))
                 task.jobs.append(job)
                 try:
-                    await self.state.service.wait(job, is_disconnected)
+                    await serving.wait(engine, job, is_disconnected)
                 except JobFailed as exc:
                     if exc.code != "cancelled" or not (task.interrupted or task.skipped):
                         raise
@@ -142,64 +168,44 @@ class A1111Service:
             tracker.end(task)
         return task, done
 
-    def response(self, body: GenerationRequest, params: Params, task: Task, done: list[Job]) -> dict[str, Any]:
+    def response(self, body: A1111Request, plan: Plan, task: Tracked, done: list[Job]) -> dict[str, Any]:
         """A1111's `TextToImageResponse` (blocking: reads each image's infotext back from its bytes)."""
         results = [job.result for job in done if job.result is not None]
-        images = [image for result in results for image in result["images"]]
-        if params.only_masked is not None:
+        images = [image for result in results for image in result.images]
+        if plan.only_masked is not None:
             level = self.state.settings.png_compression
-            images = [params.only_masked.paste(image, level) for image in images]
-        seeds = [seed for result in results for seed in result["seeds"]]
+            images = [plan.only_masked.paste(image, level) for image in images]
+        seeds = [seed for result in results for seed in result.seeds]
         resolved = task.jobs[0].request if task.jobs else None
         subseed = body.subseed if body.subseed is not None else -1
-        sampler = params.choice.sampler_name if params.choice else self._default_sampler()
+        sampler = plan.choice.sampler_name if plan.choice else self._default_sampler()
         prompt, negative = body.prompt or "", body.negative_prompt or ""
         info: dict[str, Any] = {
             "prompt": prompt, "all_prompts": [prompt] * len(seeds),
             "negative_prompt": negative, "all_negative_prompts": [negative] * len(seeds),
-            "seed": seeds[0] if seeds else params.seed, "all_seeds": seeds,
+            "seed": seeds[0] if seeds else plan.seed, "all_seeds": seeds,
             "subseed": subseed, "all_subseeds": [subseed] * len(seeds), "subseed_strength": 0,
-            "width": resolved.width if resolved else params.width,
-            "height": resolved.height if resolved else params.height,
-            "sampler_name": sampler, "cfg_scale": resolved.guidance_scale if resolved else params.guidance,
-            "steps": resolved.steps if resolved else params.steps, "batch_size": params.batch_size,
+            "width": resolved.width if resolved else plan.width,
+            "height": resolved.height if resolved else plan.height,
+            "sampler_name": sampler, "cfg_scale": resolved.guidance_scale if resolved else plan.guidance,
+            "steps": resolved.steps if resolved else plan.steps, "batch_size": plan.batch_size,
             "restore_faces": False, "face_restoration_model": None,
             "sd_model_name": opts.checkpoint_title(self.state.backend), "sd_model_hash": None,
             "sd_vae_name": None, "sd_vae_hash": None, "seed_resize_from_w": -1, "seed_resize_from_h": -1,
-            "denoising_strength": params.strength if params.kind != "txt2img" else None,
+            "denoising_strength": plan.strength if plan.kind != "txt2img" else None,
             "extra_generation_params": {}, "index_of_first_image": 0,
             "infotexts": [_infotext(image) for image in images], "styles": [], "job_timestamp": task.timestamp,
-            "clip_skip": params.clip_skip + 1, "is_using_inpainting_conditioning": False, "version": __version__,
+            "clip_skip": plan.clip_skip + 1, "is_using_inpainting_conditioning": False, "version": __version__,
             "interrupted": task.interrupted,
         }  # fmt: skip
         parameters = body.model_dump()
         if isinstance(body, Img2ImgRequest) and not body.include_init_images:
             parameters.update(init_images=None, mask=None)
-        return {"images": images if body.send_images is not False else [], "parameters": parameters,
+        encoded = [imaging.to_base64(image) for image in images] if body.send_images is not False else []
+        return {"images": encoded, "parameters": parameters,
                 "info": json.dumps(info)}  # fmt: skip
 
-    async def _submit(self, params: Params, seed: int) -> Job:
-        """Queue one iteration. The seam to the engine: today through the native body and `resolve`."""
-        state = self.state
-        fields: dict[str, Any] = {
-            "prompt": params.prompt, "negative_prompt": params.negative_prompt, "steps": params.steps,
-            "guidance_scale": params.guidance, "seed": seed, "width": params.width, "height": params.height,
-            "num_samples": params.batch_size, "scheduler": params.choice.scheduler if params.choice else None,
-            "output_format": params.output_format, "preview_every": params.preview_every,
-            "loras": [LoraSpec(name=name, weight=weight) for name, weight in params.loras],
-        }  # fmt: skip
-        body: GenerationBody
-        if params.kind == "inpaint":
-            body = InpaintBody.model_construct(**fields, strength=params.strength, mask_blur=params.mask_blur)
-        elif params.kind == "img2img":
-            body = Img2ImgBody.model_construct(**fields, strength=params.strength)
-        else:
-            body = GenerationBody.model_construct(**fields)
-        inputs = (params.image, params.mask) if params.kind != "txt2img" else None
-        resolved = await run_in_threadpool(state.service.resolve, params.kind, body, inputs)
-        return state.engine.submit(dataclasses.replace(resolved, prompt_syntax=True, clip_skip=params.clip_skip))
-
-    def _with_images(self, params: Params, body: Img2ImgRequest) -> Params:
+    def _with_images(self, plan: Plan, body: Img2ImgRequest) -> Plan:
         if not body.init_images:
             raise Unsupported("init_images: send one base64 image", field="init_images")
         if len(body.init_images) > 1:
@@ -211,7 +217,7 @@ class A1111Service:
             imaging.check_mask_size(image, mask)
             if body.inpainting_mask_invert:
                 mask = ImageOps.invert(mask)
-        width, height = self._target_size(params, image)
+        width, height = self._target_size(plan, image)
         if body.resize_mode == 1:
             image = masking.crop_resize(image, width, height)
             mask = masking.crop_resize(mask, width, height) if mask is not None else None
@@ -223,12 +229,12 @@ class A1111Service:
         if mask is not None and body.inpainting_fill == 0:
             image = masking.fill(image, mask)
         strength = body.denoising_strength if body.denoising_strength is not None else 0.75
-        kind: Kind = "inpaint" if mask is not None else "img2img"
+        kind: Task = "inpaint" if mask is not None else "img2img"
         return dataclasses.replace(
-            params,
+            plan,
             kind=kind,
-            image=image,
-            mask=mask,
+            image=_png(image),
+            mask=_png(mask) if mask is not None else None,
             strength=strength,
             mask_blur=blur,
             width=width,
@@ -236,10 +242,10 @@ class A1111Service:
             only_masked=only_masked,
         )
 
-    def _target_size(self, params: Params, image: Image.Image) -> tuple[int, int]:
+    def _target_size(self, plan: Plan, image: Image.Image) -> tuple[int, int]:
         multiple = self.state.backend.family.size_multiple
-        width = params.width or max(multiple, image.width // multiple * multiple)
-        height = params.height or max(multiple, image.height // multiple * multiple)
+        width = plan.width or max(multiple, image.width // multiple * multiple)
+        height = plan.height or max(multiple, image.height // multiple * multiple)
         return width, height
 
     def _check_lora(self, name: str) -> None:
@@ -249,11 +255,10 @@ class A1111Service:
         library.resolve(name, "prompt")
 
     def _default_sampler(self) -> str:
-        label = self.state.backend.default_scheduler
-        return SCHEDULER_CLASS_LABELS.get(label, SAMPLER_LABELS.get(label, label))
+        return sampler_label(None, self.state.backend.default_scheduler)
 
 
-def _refuse_unsupported(body: GenerationRequest) -> None:
+def _refuse_unsupported(body: A1111Request) -> None:
     """400 naming the first field that asks for something this worker cannot do."""
     refusals: list[tuple[str, bool, str]] = [
         ("enable_hr", bool(getattr(body, "enable_hr", False)), "the hires fix is not available; upscale separately"),
@@ -291,7 +296,7 @@ def _refuse_unsupported(body: GenerationRequest) -> None:
             raise Unsupported(f"{name}: {why}", field=name)
 
 
-def _ignored(body: GenerationRequest) -> tuple[str, ...]:
+def _ignored(body: A1111Request) -> tuple[str, ...]:
     """Fields accepted without effect, for `X-Ignored-Params`."""
     names = [name for name in IGNORED_WHEN_SET if getattr(body, name, None) is not None]
     names += [name for name in IGNORED_WHEN_TRUE if getattr(body, name, None)]
@@ -306,9 +311,16 @@ def _decode_mask(data: str, limit: int) -> Image.Image:
     return image.convert("L")
 
 
-def _infotext(data: str) -> str:
+def _png(image: Image.Image) -> bytes:
+    """A prepared image as PNG bytes (lossless), as `GenerationParams` carries uploads."""
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def _infotext(data: bytes) -> str:
     """The infotext an encoded image carries (PNG `parameters` chunk, or EXIF UserComment)."""
-    image = Image.open(io.BytesIO(imaging.b64decode_field(data, "image")))
+    image = Image.open(io.BytesIO(data))
     text = image.info.get("parameters")
     if isinstance(text, str):
         return text
