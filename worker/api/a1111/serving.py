@@ -211,7 +211,8 @@ class A1111Service:
         if len(body.init_images) > 1:
             raise Unsupported("init_images: one image per request is supported here", field="init_images")
         limit = self.state.settings.limits.max_upload_pixels
-        image = imaging.decode_image(body.init_images[0], "init_images.0", limit)
+        raw = imaging.b64decode_field(body.init_images[0], "init_images.0")
+        image = imaging.open_upload(raw, "init_images.0", limit).convert("RGB")
         mask = _decode_mask(body.mask, limit) if body.mask else None
         if mask is not None:
             imaging.check_mask_size(image, mask)
