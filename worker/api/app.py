@@ -11,10 +11,12 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from worker import __version__
+from worker.api.capabilities import router as capabilities_router
 from worker.api.errors import install_error_handlers
 from worker.api.lifecycle import start_registration
 from worker.api.middleware import BearerAuth, BodySizeLimit
 from worker.api.openai.router import router as openai_router
+from worker.api.playground import install_playground
 from worker.api.request_id import RequestId
 from worker.api.routes import router
 from worker.api.service import GenerationService
@@ -67,6 +69,8 @@ def create_app(
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(openai_router)
+    app.include_router(capabilities_router)
+    install_playground(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
     if settings.api_key:
         app.add_middleware(BearerAuth, api_key=settings.api_key)

@@ -62,13 +62,15 @@ class BearerAuth:
 
     OPEN_PATHS = ("/health",)
     OPENAI_PATHS = ("/v1/images", "/v1/models", "/v1/files")
+    # the playground page and its files hold no data: the page asks for the key and sends it on API calls
+    PAGE_PREFIX = "/playground/"
 
     def __init__(self, app: ASGIApp, api_key: str) -> None:
         self.app = app
         self.expected = f"Bearer {api_key}".encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.OPEN_PATHS:
+        if scope["type"] != "http" or self._open(scope["path"]):
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(b"authorization", b"")
@@ -81,6 +83,9 @@ class BearerAuth:
         else:
             error = {"code": "unauthorized", "message": message}
         await _send_json(_with_header(send, b"www-authenticate", b"Bearer"), 401, {"error": error})
+
+    def _open(self, path: str) -> bool:
+        return path in self.OPEN_PATHS or path == "/" or path.startswith(self.PAGE_PREFIX)
 
 
 def _with_header(send: Send, name: bytes, value: bytes) -> Send:

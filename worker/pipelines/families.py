@@ -56,6 +56,7 @@ class Family:
     flow: bool = False  # flow matching (SD3.x, Z-Image): flow schedulers only, 16-px sizes
     fixed_guidance: float | None = None  # turbo distillations: any other value is refused
     description: str = ""
+    max_size: int = 2048  # largest width or height it draws sensibly (the demo: 128)
 
     @property
     def size_multiple(self) -> int:
@@ -92,6 +93,7 @@ FAMILIES: dict[str, Family] = {
             20,
             4.0,
             description="tiny SD1.5-architecture model trained on coloured shapes, bundled",
+            max_size=128,
         ),
         Family("v1-5", ("StableDiffusionPipeline",), "stable-diffusion-v1-5/stable-diffusion-v1-5", 512, 512, 30, 7.5),
         Family(
