@@ -72,7 +72,7 @@ export class JobCard {
   on(name, data) {
     const handler = {
       accepted: () => this._accepted(data),
-      queued: () => this._set("queued", `queued: ${data.position} job(s) ahead`),
+      queued: () => this._set("queued", data.position ? `queued: ${data.position} ahead` : "queued: next in line"),
       started: () => this._set("running", `started · seeds ${data.seeds.join(", ")}`),
       stage: () => this._stage(data),
       progress: () => this._progress(data),
