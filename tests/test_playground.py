@@ -20,6 +20,7 @@ import make_tiny_models
 import numpy as np
 import pytest
 from PIL import Image
+from playwright.sync_api import sync_playwright
 
 from tests.conftest import live_server, serve_app
 from tests.helpers import init_image, pixels
@@ -41,7 +42,6 @@ pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists() and not os.environ.get("SD_WORKER_REQUIRE_BROWSER"),
     reason=f"no Chromium at {CHROMIUM} (apt-get install chromium, or set SD_WORKER_CHROMIUM)",
 )
-sync_api = pytest.importorskip("playwright.sync_api")
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def worker_url(demo_backend: CpuBackend) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
+    with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield browser
         browser.close()
@@ -218,7 +218,8 @@ def test_an_invalid_size_shows_the_servers_message_next_to_the_field(page: Any, 
 
     page.fill("#width", "512")
     page.click("#generate")
-    assert shown.text_content() == "the demo model draws at most 128×128"
+    assert shown.text_content() == "the demo model draws at most 128×128"  # from /v1/capabilities:
+    assert httpx.get(f"{worker_url}/v1/capabilities").json()["size"]["max"] == {"width": 128, "height": 128}
 
     page.fill("#width", "64")
     assert shown.count() == 0, "editing the field clears its error"
