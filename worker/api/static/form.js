@@ -43,7 +43,7 @@ export class GenerationForm {
     guidance.value = caps.fixed_guidance ?? defaults.guidance_scale;
     guidance.readOnly = caps.fixed_guidance !== null;
     guidance.title = guidance.readOnly ? `${caps.family} is distilled for guidance ${caps.fixed_guidance} only` : "";
-    const own = defaults.model_scheduler ? `model default (${defaults.model_scheduler})` : "model default";
+    const own = defaults.model_scheduler ? `default (${defaults.model_scheduler})` : "model default";
     $("scheduler").replaceChildren(new Option(own, ""), ...caps.schedulers.map((s) => new Option(s.label, s.name)));
     Object.assign($("num_samples"), { max: limits.max_samples, value: defaults.num_samples });
     Object.assign($("seed"), { max: limits.seed_max });
