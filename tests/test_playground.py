@@ -23,7 +23,7 @@ from PIL import Image
 from playwright.sync_api import sync_playwright
 
 from tests.conftest import live_server, serve_app
-from tests.helpers import init_image, pixels
+from tests.helpers import b64_png, init_image, pixels
 from worker.api.app import create_app
 from worker.backends.cpu import CpuBackend
 from worker.config import Settings
@@ -148,6 +148,15 @@ def test_generate_shows_progress_previews_and_the_image_with_its_seed_and_reprod
     assert again == first, "reproduce: same request, same seed → the same bytes"
     assert page.locator("#history li").count() == 2
 
+    page.locator(".result").first.locator(".to-img2img").click()  # send the result back in
+    assert page.is_checked("input[name=task][value=img2img]") and page.locator("#canvas-wrap").is_visible()
+    page.fill("#steps", "5")
+    with page.expect_request(lambda request: request.url.endswith("/img2img")) as sent:
+        page.click("#generate")
+    body = json.loads(sent.value.post_data)
+    assert base64.b64decode(body["image"].split(",", 1)[1]) == first and body["strength"] == 0.8
+    page.wait_for_selector(".job[data-status=completed] >> nth=2")
+
 
 def test_cancel_marks_that_job_cancelled_and_the_next_one_runs(page: Any, worker_url: str) -> None:
     open_page(page, worker_url)
@@ -173,11 +182,25 @@ def test_cancel_marks_that_job_cancelled_and_the_next_one_runs(page: Any, worker
 
 
 def test_inpaint_with_a_painted_mask_keeps_every_pixel_outside_it(page: Any, worker_url: str, tmp_path: Path) -> None:
-    source = tmp_path / "source.png"
-    init_image(64).save(source)
+    chosen = tmp_path / "chosen.png"
+    init_image(64).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(chosen)
     open_page(page, worker_url)
     page.check("input[name=task][value=inpaint]")
-    page.set_input_files("#image-file", str(source))
+    page.set_input_files("#image-file", str(chosen))
+    page.locator("#canvas-wrap").wait_for()
+    # then another image is dropped onto the page, replacing the chosen one
+    source_b64 = b64_png(init_image(64))
+    dropped = page.evaluate_handle(
+        """(b64) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], "source.png", {type: "image/png"}));
+            return transfer;
+        }""",
+        source_b64,
+    )
+    page.dispatch_event("#drop", "drop", {"dataTransfer": dropped})
+    page.wait_for_function("(b64) => document.querySelector('#source-image').src.endsWith(b64)", arg=source_b64)
     canvas = page.locator("#mask-overlay")
     canvas.wait_for()
     box = canvas.bounding_box()
@@ -197,6 +220,7 @@ def test_inpaint_with_a_painted_mask_keeps_every_pixel_outside_it(page: Any, wor
 
     mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["mask"].split(",", 1)[1]))).convert("L"))
     assert mask.shape == (64, 64) and body["width"] == body["height"] == 64
+    assert body["image"].split(",", 1)[1] == source_b64, "the dropped image, not the chosen one"
     assert mask[32, 32] == 255 and mask[32, 20] == 255 and mask[0, 0] == 0 and mask[32, 4] == 0, "the stroke"
     keep = mask == 0
     assert keep.sum() > 2000 and (mask == 255).sum() > 100

@@ -78,6 +78,10 @@ export class GenerationForm {
 
   /** {task, body} for the native route, or null after showing why the page will not send it. */
   request() {
+    if (!this.caps) {
+      this.showError({ message: "the worker's capabilities could not be read; see the top of the page" });
+      return null;
+    }
     const task = this.task;
     const body = { prompt: $("prompt").value };
     if ($("negative_prompt").value) body.negative_prompt = $("negative_prompt").value;
@@ -131,8 +135,7 @@ export class GenerationForm {
       if (used) row.querySelector("input[type=number]").value = used.weight;
     }
     if (body.image) {
-      await this.editor.load(body.image);
-      $("canvas-wrap").hidden = false;
+      this.sourceLoaded(await this.editor.load(body.image));
       if (body.mask) await this.editor.restore(body.mask);
       $("strength").value = body.strength;
       this._strengthLabel();
