@@ -97,5 +97,12 @@ $("generate-form").addEventListener("submit", async (event) => {
   }
 });
 
+// Ctrl+Enter (⌘+Enter) in a text box generates, as in most prompt UIs
+$("generate-form").addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+    event.preventDefault();
+    $("generate-form").requestSubmit();
+  }
+});
 $("clear-history").addEventListener("click", () => history.clear());
 loadCapabilities();
