@@ -10,6 +10,7 @@ import base64
 import io
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -124,6 +125,8 @@ def test_generate_shows_progress_previews_and_the_image_with_its_seed_and_reprod
     page.click("#generate")
     page.wait_for_function("document.querySelector('.job progress').value >= 5")
     page.screenshot(path=str(tmp_path / "mid-generation.png"))
+    status = page.locator(".job-status").text_content()
+    assert re.fullmatch(r"step \d+ of 16 · ETA \d+\.\d s|step 16 of 16.*|done in .*", status), status
     page.wait_for_selector(".job[data-status=completed]")
 
     seen = page.evaluate("window.progressSeen")  # 0 before step 1; the completed bar is set to 16 once more
@@ -137,6 +140,9 @@ def test_generate_shows_progress_previews_and_the_image_with_its_seed_and_reprod
     first = download(page, result.locator(".download"))
     assert Image.open(io.BytesIO(first)).size == (64, 64)
 
+    page.check("#random-seed")
+    result.locator(".reuse-seed").click()
+    assert page.input_value("#seed") == "7" and not page.is_checked("#random-seed")
     page.fill("#prompt", "something else")
     page.check("#random-seed")
     result.locator(".reproduce").click()
@@ -279,8 +285,11 @@ def test_a_worker_with_an_api_key_asks_once_and_keeps_the_key_on_a_phone(
             page.fill(".lora[data-name=ink] input[type=number]", "0.7")
             page.fill("#prompt", "a white square on a red background")
             page.fill("#steps", "4")
+            page.fill("#num_samples", "2")
             page.click("#generate")
             page.wait_for_selector(".job[data-status=completed]")
+            first, second = (int(seed) for seed in page.locator(".result .seed").all_text_contents())
+            assert second == (first + 1) % 2**32, "image i has seed + i"
 
             page.reload()  # the key is kept: no second question
             page.wait_for_function("document.querySelector('#model').textContent.startsWith('demo')")
