@@ -14,14 +14,13 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import make_tiny_models
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import Browser, Locator, Page, Request, sync_playwright
 
 from tests.conftest import live_server, serve_app
 from tests.helpers import b64_png, init_image, pixels
@@ -62,7 +61,7 @@ def worker_url(demo_backend: CpuBackend) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield browser
@@ -70,7 +69,7 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def page(browser: Any, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+def page(browser: Browser, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Page]:
     """A fresh browser context (empty storage); fails the test on any JavaScript exception; screenshots at the end."""
     context = browser.new_context(viewport={"width": 1000, "height": 760})
     page = context.new_page()
@@ -82,12 +81,12 @@ def page(browser: Any, request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
     assert not errors, f"JavaScript errors on the page: {errors}"
 
 
-def open_page(page: Any, url: str) -> None:
+def open_page(page: Page, url: str) -> None:
     page.goto(f"{url}/")
     page.wait_for_function("document.querySelector('#model').textContent.startsWith('demo')")
 
 
-def record_progress(page: Any) -> None:
+def record_progress(page: Page) -> None:
     """Remember every value the progress bars take (from each change's old value: records come in batches),
     and how many previews were shown."""
     page.evaluate("""() => {
@@ -106,14 +105,14 @@ def wait_ready(url: str, headers: dict[str, str]) -> None:
         time.sleep(0.05)
 
 
-def download(page: Any, locator: Any) -> bytes:
+def download(page: Page, locator: Locator) -> bytes:
     with page.expect_download() as info:
         locator.click()
     return Path(info.value.path()).read_bytes()
 
 
 def test_generate_shows_progress_previews_and_the_image_with_its_seed_and_reproduces_it(
-    page: Any, worker_url: str, tmp_path: Path
+    page: Page, worker_url: str, tmp_path: Path
 ) -> None:
     open_page(page, worker_url)
     assert page.input_value("#width") == "64" and page.input_value("#height") == "64", "native size preselected"
@@ -164,7 +163,7 @@ def test_generate_shows_progress_previews_and_the_image_with_its_seed_and_reprod
     page.wait_for_selector(".job[data-status=completed] >> nth=2")
 
 
-def test_cancel_marks_that_job_cancelled_and_the_next_one_runs(page: Any, worker_url: str) -> None:
+def test_cancel_marks_that_job_cancelled_and_the_next_one_runs(page: Page, worker_url: str) -> None:
     open_page(page, worker_url)
     page.uncheck("#previews")
     page.fill("#prompt", "a green square on a white background")
@@ -187,7 +186,7 @@ def test_cancel_marks_that_job_cancelled_and_the_next_one_runs(page: Any, worker
     assert status["status"] == "cancelled" and status["progress"]["step"] < 50
 
 
-def test_inpaint_with_a_painted_mask_keeps_every_pixel_outside_it(page: Any, worker_url: str, tmp_path: Path) -> None:
+def test_inpaint_with_a_painted_mask_keeps_every_pixel_outside_it(page: Page, worker_url: str, tmp_path: Path) -> None:
     chosen = tmp_path / "chosen.png"
     init_image(64).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(chosen)
     open_page(page, worker_url)
@@ -234,7 +233,7 @@ def test_inpaint_with_a_painted_mask_keeps_every_pixel_outside_it(page: Any, wor
     assert not np.array_equal(out[mask == 255], pixels(init_image(64))[mask == 255]), "the masked area is repainted"
 
 
-def test_an_invalid_size_shows_the_servers_message_next_to_the_field(page: Any, worker_url: str) -> None:
+def test_an_invalid_size_shows_the_servers_message_next_to_the_field(page: Page, worker_url: str) -> None:
     open_page(page, worker_url)
     page.fill("#prompt", "a blue triangle on a yellow background")
     page.fill("#width", "100")
@@ -259,12 +258,12 @@ def test_an_invalid_size_shows_the_servers_message_next_to_the_field(page: Any, 
 
 
 def test_a_worker_with_an_api_key_asks_once_and_keeps_the_key_on_a_phone(
-    browser: Any, demo_backend: CpuBackend, tmp_path: Path
+    browser: Browser, demo_backend: CpuBackend, tmp_path: Path
 ) -> None:
     settings = Settings(api_key=KEY, lora_dir=demo_backend.settings.lora_dir)
     context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     page = context.new_page()
-    sent: list[Any] = []
+    sent: list[Request] = []
     page.on("request", lambda request: sent.append(request))
     try:
         with serve_app(create_app(settings, backend=demo_backend)) as url:
