@@ -167,6 +167,12 @@ class Timer:
     def check(self) -> None:
         pass
 
+    def wants_preview(self, step: int) -> bool:
+        return False
+
+    def preview(self, step: int, image: Any) -> None:
+        pass
+
 
 def denoiser_flops(backend: Any, size: int) -> float:
     """FLOPs of one denoiser call with classifier-free guidance (batch 2) at `size` pixels."""
