@@ -207,14 +207,21 @@ def test_inpaint_with_a_painted_mask_keeps_every_pixel_outside_it(page: Page, wo
     page.dispatch_event("#drop", "drop", {"dataTransfer": dropped})
     page.wait_for_function("(b64) => document.querySelector('#source-image').src.endsWith(b64)", arg=source_b64)
     canvas = page.locator("#mask-overlay")
-    canvas.wait_for()
-    box = canvas.bounding_box()
-    assert box is not None
-    # one horizontal stroke through the middle, a quarter of the width in from each side
-    page.mouse.move(box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.5)
-    page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] * 0.75, box["y"] + box["height"] * 0.5, steps=8)
-    page.mouse.up()
+
+    def stroke(x0: float, x1: float, y: float) -> None:  # in fractions of the image's width and height
+        canvas.scroll_into_view_if_needed()
+        box = canvas.bounding_box()  # where it is now: clicking a button may have scrolled the page
+        assert box is not None
+        page.mouse.move(box["x"] + box["width"] * x0, box["y"] + box["height"] * y)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * x1, box["y"] + box["height"] * y, steps=8)
+        page.mouse.up()
+
+    stroke(0.25, 0.75, 0.1)
+    page.click("#clear-mask")  # gone again
+    stroke(0.25, 0.75, 0.5)  # the middle, a quarter of the width in from each side (brush: 8 px)
+    page.check("#erase")
+    stroke(0.7, 0.7, 0.5)  # a dot erased near its right end
     page.fill("#prompt", "a yellow circle on a black background")
     page.fill("#steps", "8")
     with page.expect_request(lambda request: request.url.endswith("/inpaint")) as sent:
@@ -227,6 +234,7 @@ def test_inpaint_with_a_painted_mask_keeps_every_pixel_outside_it(page: Page, wo
     assert mask.shape == (64, 64) and body["width"] == body["height"] == 64
     assert body["image"].split(",", 1)[1] == source_b64, "the dropped image, not the chosen one"
     assert mask[32, 32] == 255 and mask[32, 20] == 255 and mask[0, 0] == 0 and mask[32, 4] == 0, "the stroke"
+    assert mask[6, 32] == 0 and mask[32, 45] == 0, "the cleared stroke and the erased dot are not in the mask"
     keep = mask == 0
     assert keep.sum() > 2000 and (mask == 255).sum() > 100
     assert np.array_equal(out[keep], pixels(init_image(64))[keep]), "pixels outside the mask come back unchanged"
