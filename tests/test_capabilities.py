@@ -10,8 +10,7 @@ from typing import Any
 import make_tiny_models
 import pytest
 
-from tests.conftest import app_client, worker_settings
-from tests.helpers import decode
+from tests.support import app_client, decode, worker_settings
 from worker.api.playground import STATIC_DIR
 from worker.backends.cpu import CpuBackend
 from worker.config import Limits

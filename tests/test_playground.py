@@ -22,8 +22,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Locator, Page, Request, sync_playwright
 
-from tests.conftest import live_server, serve_app
-from tests.helpers import b64_png, init_image, pixels
+from tests.support import b64_png, init_image, live_server, pixels, serve_app
 from worker.api.app import create_app
 from worker.backends.cpu import CpuBackend
 from worker.config import Settings

@@ -8,10 +8,9 @@ from fastapi import APIRouter
 
 from worker import __version__
 from worker.api.lifecycle import capabilities
-from worker.api.routes import State
-from worker.api.schemas import GenerationBody, Img2ImgBody, InpaintBody
-from worker.api.state import WorkerState
-from worker.pipelines.families import SAMPLER_LABELS, SCHEDULER_CLASS_LABELS
+from worker.api.native.protocol import GenerationBody, Img2ImgBody, InpaintBody
+from worker.api.state import State, WorkerState
+from worker.pipelines.schedulers import SCHEDULERS, sampler_label
 
 router = APIRouter()
 OUTPUT_FORMATS = ("png", "jpeg", "webp")
@@ -48,7 +47,7 @@ def describe(state: WorkerState) -> dict[str, Any]:
             "guidance_scale": family.guidance,
             # null: the model's own scheduler (its scheduler/ config), named by `model_scheduler`
             "scheduler": None,
-            "model_scheduler": SCHEDULER_CLASS_LABELS.get(own_scheduler, own_scheduler) if own_scheduler else None,
+            "model_scheduler": sampler_label(None, own_scheduler) if own_scheduler else None,
             "width": family.width,
             "height": family.height,
             "num_samples": GenerationBody.model_fields["num_samples"].default,
@@ -59,7 +58,7 @@ def describe(state: WorkerState) -> dict[str, Any]:
             },
         },
         "fixed_guidance": family.fixed_guidance,
-        "schedulers": [{"name": name, "label": SAMPLER_LABELS[name]} for name in family.schedulers],
+        "schedulers": [{"name": name, "label": SCHEDULERS[name].label} for name in family.schedulers],
         "limits": {
             "max_pixels": limits.max_pixels,
             "max_steps": limits.max_steps,
