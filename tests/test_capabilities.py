@@ -14,6 +14,7 @@ from tests.support import app_client, decode, worker_settings
 from worker.api.playground import STATIC_DIR
 from worker.backends.cpu import CpuBackend
 from worker.config import Limits
+from worker.pipelines.families import FAMILIES
 
 JSON = {"Accept": "application/json"}
 SMALL = {"prompt": "a cat", "width": 64, "height": 64, "steps": 2, "seed": 1}
@@ -42,11 +43,12 @@ async def test_capabilities_describe_the_worker_and_every_listed_choice_is_accep
     async with app_client(settings, backend) as client:
         caps = (await client.get("/v1/capabilities")).json()
         assert caps["family"] == "v1-5" and caps["ready"] is True and caps["components"] == "all"
+        top = FAMILIES["v1-5"].max_size
         assert caps["size"] == {
             "native": {"width": 512, "height": 512},
-            "max": {"width": 2048, "height": 2048},
+            "max": {"width": top, "height": top},
             "multiple": 8,
-            "max_pixels": 2048 * 2048,
+            "max_pixels": min(top * top, settings.limits.max_pixels),
         }
         assert caps["limits"]["max_steps"] == 40 and caps["limits"]["max_samples"] == 3
         assert caps["limits"]["max_prompt_chars"] == 500 and caps["limits"]["max_queue"] == 5

@@ -254,7 +254,7 @@ def test_an_invalid_size_shows_the_servers_message_next_to_the_field(page: Page,
 
     page.fill("#width", "512")
     page.click("#generate")
-    assert shown.text_content() == "the demo model draws at most 128×128"  # from /v1/capabilities:
+    assert shown.text_content() == "the demo model draws at 64×64 (max 128×128)"  # from /v1/capabilities:
     assert httpx.get(f"{worker_url}/v1/capabilities").json()["size"]["max"] == {"width": 128, "height": 128}
 
     page.fill("#width", "64")

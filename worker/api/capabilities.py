@@ -38,6 +38,7 @@ def describe(state: WorkerState) -> dict[str, Any]:
         "version": __version__,
         "size": {
             "native": {"width": family.width, "height": family.height},
+            # the largest square; the check is on pixels (max_pixels), so 64×192 passes on the demo (max 128×128)
             "max": {"width": family.max_size, "height": family.max_size},
             "multiple": family.size_multiple,
             "max_pixels": min(limits.max_pixels, family.max_size**2),

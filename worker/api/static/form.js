@@ -32,7 +32,7 @@ export class GenerationForm {
     this.caps = caps;
     const { size, defaults, limits } = caps;
     for (const id of ["width", "height"]) {
-      Object.assign($(id), { min: size.multiple, step: size.multiple, max: size.max[id] });
+      Object.assign($(id), { min: size.multiple, step: size.multiple });
     }
     this.setSize(size.native);
     $("size-hint").textContent =
@@ -94,12 +94,12 @@ export class GenerationForm {
       .filter((row) => row.querySelector("input[type=checkbox]").checked)
       .map((row) => ({ name: row.dataset.name, weight: row.querySelector("input[type=number]").valueAsNumber }));
     if ($("previews").checked) body.preview_every = Math.max(1, Math.round((body.steps || 20) / 10));
-    const { max } = this.caps.size;
-    for (const id of ["width", "height"]) {
-      if (body[id] > max[id]) {
-        this.showError({ field: id, message: `the ${this.caps.family} model draws at most ${max.width}×${max.height}` });
-        return null;
-      }
+    const { native, max, max_pixels: maxPixels } = this.caps.size;
+    if (body.width * body.height > maxPixels) {
+      // the server's words for this refusal (a pixel count, like its check), said before anything is sent
+      const message = `the ${this.caps.family} model draws at ${native.width}×${native.height} (max ${max.width}×${max.height})`;
+      this.showError({ field: "width", message });
+      return null;
     }
     if (task !== "txt2img") {
       if (!this.editor.source) {
