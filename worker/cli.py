@@ -13,7 +13,10 @@ from worker.config import Settings
 
 app = typer.Typer(add_completion=False, help="Stable Diffusion image-generation worker.")
 
-Device = Annotated[str | None, typer.Option(help="auto | cpu | cuda | mps (auto: cuda → mps → cpu).")]
+Device = Annotated[
+    str | None,
+    typer.Option(help="auto | cpu | cuda | mps (auto: cuda → mps → cpu); or rbee's integer index, with --backend."),
+]
 SdVersion = Annotated[
     str | None,
     typer.Option(
@@ -57,6 +60,8 @@ def _settings(**given: Any) -> Settings:
         return Settings(**{key: value for key, value in given.items() if value is not None})
     except ValidationError as exc:
         first = exc.errors()[0]
+        if not first["loc"]:  # a check across several options
+            raise typer.BadParameter(str(first["msg"]).removeprefix("Value error, ")) from None
         name = "--" + str(first["loc"][0]).replace("_", "-")
         raise typer.BadParameter(f"{name}: {first['msg']}") from None
 
@@ -112,12 +117,27 @@ def serve(
     heartbeat_interval: Annotated[float | None, typer.Option(help="Seconds between heartbeats (30).")] = None,
     advertise_url: Annotated[str | None, typer.Option(help="URL the hive should call (http://host:port).")] = None,
     drain_timeout: Annotated[float | None, typer.Option(help="Seconds a job may run on after SIGTERM (30).")] = None,
+    model: Annotated[Path | None, typer.Option(help="rbee's name for --model-path.")] = None,
+    model_ref: Annotated[str | None, typer.Option(help="The model's name at the hive (reported back to it).")] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="rbee's cpu | cuda | metal; an integer --device is then its index.")
+    ] = None,
+    hive_protocol: Annotated[
+        str | None,
+        typer.Option(help="sd-worker | rbee-b | rbee-c (default: from the flags; see README, Running under rbee)."),
+    ] = None,
+    hive_token: Annotated[
+        str | None, typer.Option(help="Bearer token for the hive and queen; or SD_WORKER_HIVE_TOKEN.")
+    ] = None,
+    queen_url: Annotated[
+        str | None, typer.Option(help="rbee queen to heartbeat (POST <url>/v1/worker-heartbeat).")
+    ] = None,
 ) -> None:
     """Serve the model over HTTP (the default command)."""
     if ctx.invoked_subcommand is not None:
         return
     settings = _settings(
-        device=device, sd_version=sd_version, model_path=model_path, model_config=model_config, dtype=dtype,
+        device=device, sd_version=sd_version, model_config=model_config, dtype=dtype,
         cuda_device=cuda_device, use_f16=use_f16, use_flash_attn=use_flash_attn, vae_tiling=vae_tiling,
         vae_slicing=vae_slicing, offload=offload, compile=compile, host=host, port=port, worker_id=worker_id,
         components=components,
@@ -127,7 +147,8 @@ def serve(
         callback_url=callback_url,
         lora_dir=lora_dir, preview_decoder=preview_decoder,
         heartbeat_url=heartbeat_url, heartbeat_interval=heartbeat_interval, advertise_url=advertise_url,
-        drain_timeout=drain_timeout,
+        drain_timeout=drain_timeout, model_ref=model_ref, backend=backend, hive_protocol=hive_protocol,
+        hive_token=hive_token, queen_url=queen_url, **_rbee_model(model, model_path),
     )  # fmt: skip
     from worker.api.request_id import RequestIdFilter
 
@@ -136,6 +157,13 @@ def serve(
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     raise typer.Exit(_serve(settings))
+
+
+def _rbee_model(model: Path | None, model_path: Path | None) -> dict[str, Path | None]:
+    """rbee spawns workers with `--model <path>`: the same as `--model-path`, and only one of them."""
+    if model is not None and model_path is not None and model != model_path:
+        raise typer.BadParameter("--model and --model-path name the same thing; give one of them")
+    return {"model_path": model if model is not None else model_path}
 
 
 def _serve(settings: Settings) -> int:

@@ -12,9 +12,10 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from worker import __version__
 from worker.api.errors import install_error_handlers
-from worker.api.lifecycle import start_registration
+from worker.api.lifecycle import start_queen_heartbeat, start_registration
 from worker.api.middleware import BearerAuth, BodySizeLimit
 from worker.api.openai.router import router as openai_router
+from worker.api.rbee.router import router as rbee_router
 from worker.api.request_id import RequestId
 from worker.api.routes import router
 from worker.api.service import GenerationService
@@ -52,6 +53,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.loop = asyncio.get_running_loop()
+        start_queen_heartbeat(state)
         loader = asyncio.create_task(_load(state, on_fatal))
         try:
             yield
@@ -61,12 +63,15 @@ def create_app(
             if state.registrar is not None:
                 await state.registrar.stop()
             await asyncio.to_thread(engine.stop, settings.drain_timeout)
+            if state.queen is not None:
+                await state.queen.stop()
 
     app = FastAPI(title="sd-worker", version=__version__, lifespan=lifespan)
     app.state.worker = state
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(openai_router)
+    app.include_router(rbee_router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
     if settings.api_key:
         app.add_middleware(BearerAuth, api_key=settings.api_key)

@@ -60,7 +60,7 @@ async def _send_json(send: Send, status: int, payload: dict[str, object]) -> Non
 class BearerAuth:
     """With `--api-key`: every route but /health needs `Authorization: Bearer <key>` (compared in constant time)."""
 
-    OPEN_PATHS = ("/health",)
+    OPEN_PATHS = ("/health", "/v1/health")  # probes send no key (rbee's hive probes /v1/health)
     OPENAI_PATHS = ("/v1/images", "/v1/models", "/v1/files")
 
     def __init__(self, app: ASGIApp, api_key: str) -> None:

@@ -12,6 +12,7 @@ from worker.backends.base import ImageGenerationBackend
 from worker.config import Settings
 from worker.engine.engine import Engine
 from worker.errors import NotReady
+from worker.registration.queen import QueenHeartbeat
 from worker.registration.registrar import Registrar
 
 
@@ -27,6 +28,7 @@ class WorkerState:
     status: Literal["loading", "healthy", "degraded", "draining"] = "loading"
     reason: str = "loading the model"
     registrar: Registrar | None = None
+    queen: QueenHeartbeat | None = None  # rbee Gen C, with --queen-url
     loop: asyncio.AbstractEventLoop | None = None  # the server's loop, for signal handlers
 
     @property
