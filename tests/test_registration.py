@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import serve_app
@@ -152,3 +153,31 @@ def test_rbee_device_flags_map_onto_the_device_settings(given: dict[str, Any], e
 def test_worker_ids_are_sanitised_for_rbee() -> None:
     assert Settings(worker_id="gpu.box.lan-8081").resolved_worker_id() == "gpu-box-lan-8081"
     assert len(Settings(worker_id="x" * 300).resolved_worker_id()) == 256
+
+
+async def test_the_sd_worker_shape_is_refused_by_an_rbee_hive_once_logged_and_retried_slowly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    time = FakeTime(until=10 * 60)
+    hive = GenBHive(token="t", clock=time.clock)
+    with serve_app(create_gen_b_hive(hive)) as url:
+        # what the worker sent before rbee support: the hive's serde cannot read a string `device`
+        settings = Settings(callback_url=f"{url}/v1/workers/ready", hive_token="t", hive_protocol="sd-worker")
+        registrar = build_registrar(settings, lambda: SNAPSHOT, time.pacing())
+        assert registrar is not None
+        with caplog.at_level(logging.INFO, logger="worker.registration"):
+            async with running(registrar, time):
+                pass
+        assert {r[1] for r in hive.refused} == {422} and hive.readies == []
+        async with httpx.AsyncClient() as client:
+            assert (await client.post(f"{url}/v1/workers/ready", json={})).status_code == 401, "the double checks"
+    assert_slow(gaps(hive.ready_times[:-1]))
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]  # (+ a warning: no goodbye)
+    assert len(errors) == 1 and "422" in errors[0] and "--hive-protocol" in errors[0], errors
+
+
+def test_a_protocol_without_its_urls_is_a_startup_error() -> None:
+    with pytest.raises(ValueError, match="rbee-c heartbeats a queen"):
+        Settings(hive_protocol="rbee-c", callback_url="http://hive/v1/workers/ready")
+    with pytest.raises(ValueError, match="registers at --callback-url"):
+        Settings(hive_protocol="rbee-b")

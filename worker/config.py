@@ -134,6 +134,16 @@ class Settings(BaseSettings):
             data = {**data, "device": RBEE_DEVICES[backend]}
         return data
 
+    @model_validator(mode="after")
+    def _protocol_needs_its_urls(self) -> Settings:
+        """An explicit --hive-protocol must have the URLs it talks to (a setting that does nothing is an error)."""
+        if self.hive_protocol == "rbee-c" and (self.callback_url or not self.queen_url):
+            raise ValueError("--hive-protocol rbee-c heartbeats a queen and has no ready callback: give --queen-url "
+                             "and no --callback-url (or use rbee-b / sd-worker with the callback)")  # fmt: skip
+        if self.hive_protocol in ("rbee-b", "sd-worker") and not self.callback_url:
+            raise ValueError(f"--hive-protocol {self.hive_protocol} registers at --callback-url; give it")
+        return self
+
     def resolved_worker_id(self) -> str:
         """`--worker-id`, or hostname-port; only [A-Za-z0-9_-], at most 256 characters (what rbee accepts)."""
         given = self.worker_id or f"{socket.gethostname()}-{self.port}"
