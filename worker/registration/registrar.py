@@ -66,11 +66,9 @@ class Registrar:
         await self._client.close()
 
     async def _run(self) -> None:
+        rejoin = Rejoin(self._pacing)
         await self._register()
-        known = False  # a heartbeat went through since the last registration
-        doubted = False  # we re-registered once already: the next one waits for `hold`
-        holds = self._pacing.slow()
-        hold, registered_at = 0.0, self._pacing.clock()
+        rejoin.registered()
         while True:
             await self._pacing.sleep(self._interval)
             try:
@@ -78,25 +76,20 @@ class Registrar:
             except HiveRejected as exc:
                 if exc.status != 404:
                     self._heartbeat_failed(exc)
-                    continue
-                waited = self._pacing.clock() - registered_at
-                if not known and doubted and waited < hold:
-                    # it took our ready yet does not know us: re-registering at heartbeat pace would spin
-                    log.debug("heartbeat 404 %.0fs after registering; next registration after %.0fs", waited, hold)
-                    continue
-                if known or not doubted:
-                    log.warning("the hive no longer knows this worker; registering again")
-                    holds = self._pacing.slow()
-                else:
-                    log.warning("the hive accepts the registration but 404s every heartbeat; registering again "
-                                "%.0fs after the last time", waited)  # fmt: skip
-                hold, doubted = next(holds), True
-                await self._register()
-                known, registered_at = False, self._pacing.clock()
+                elif rejoin.due():
+                    forgotten = rejoin.hold == 0  # it knew us (or never 404'd before): a restart or an eviction
+                    rejoin.registering()
+                    if forgotten:
+                        log.warning("the hive no longer knows this worker; registering again")
+                    else:
+                        log.warning("the hive accepts the registration but 404s every heartbeat; registering again "
+                                    "(and not within the next %.0fs)", rejoin.hold)  # fmt: skip
+                    await self._register()
+                    rejoin.registered()
             except httpx.HTTPError as exc:
                 log.warning("heartbeat failed: %s", exc)
             else:
-                known = True
+                rejoin.heard()
                 self._heartbeat_refusals.clear()
 
     def _heartbeat_failed(self, exc: HiveRejected) -> None:
@@ -130,6 +123,38 @@ class Registrar:
                 log.info("registered with the hive at %s (attempt %d)", self._client.callback_url, self.attempts)
                 return
             await self._pacing.sleep(delay)
+
+
+class Rejoin:
+    """When a heartbeat answered 404 leads to registering again.
+
+    A hive that knew the worker and forgot it (restarted, or evicted it) is answered at once. A hive that takes
+    the ready callback but 404s the heartbeats after it gets one registration per backoff period (10 s, doubling
+    to 5 min): re-registering at heartbeat pace would only spin.
+    """
+
+    def __init__(self, pacing: Pacing) -> None:
+        self._pacing = pacing
+        self._holds = pacing.slow()
+        self.hold = 0.0  # how long after a registration the next may follow; 0 = at once
+        self._since = pacing.clock()
+
+    def heard(self) -> None:
+        """A heartbeat went through: the hive knows the worker, so its next 404 is news."""
+        if self.hold:
+            self._holds, self.hold = self._pacing.slow(), 0.0
+
+    def due(self) -> bool:
+        """After a 404: register again now?"""
+        return self._pacing.clock() - self._since >= self.hold
+
+    def registering(self) -> None:
+        """Registering again now: until a heartbeat goes through, the next one waits longer."""
+        self.hold = next(self._holds)
+
+    def registered(self) -> None:
+        """The hive accepted the ready callback."""
+        self._since = self._pacing.clock()
 
 
 def build_registrar(
