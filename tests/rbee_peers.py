@@ -189,9 +189,9 @@ def create_gen_b_hive(hive: GenBHive) -> FastAPI:
     app = FastAPI(lifespan=lifespan)
 
     @app.middleware("http")
-    async def auth(request: Request, call_next: Any) -> Response:
+    async def auth(request: Request, call_next: Any) -> Any:
         if request.url.path in ("/v1/health", "/metrics"):
-            return await call_next(request)  # type: ignore[no-any-return]
+            return await call_next(request)
         if request.url.path == "/v1/workers/ready":
             hive.ready_times.append(hive.clock())
         header = request.headers.get("authorization", "")
@@ -201,7 +201,7 @@ def create_gen_b_hive(hive: GenBHive) -> FastAPI:
         if not hmac.compare_digest(header[7:].encode(), hive.token.encode()):
             hive.refused.append((request.url.path, 401))
             return JSONResponse({"error": {"code": "INVALID_API_KEY", "message": "Invalid or missing API key"}}, 401)
-        return await call_next(request)  # type: ignore[no-any-return]
+        return await call_next(request)
 
     @app.exception_handler(RequestValidationError)
     async def unprocessable(request: Request, exc: RequestValidationError) -> Response:

@@ -72,7 +72,7 @@ def fleet() -> Iterator[Fleet]:
         try:
             for process, url in ((spawned.process, spawned.url), (gen_c, fleet.gen_c_url)):
                 assert process is not None
-                wait_for(lambda p=process, u=url: _answers(f"{u}/ready") or p.poll() is not None, 120, "loading")  # type: ignore[misc]
+                wait_for(lambda p=process, u=url: _answers(f"{u}/ready") or p.poll() is not None, 120, "loading")
                 assert process.poll() is None, process.stdout.read() if process.stdout else ""
             yield fleet
         finally:
