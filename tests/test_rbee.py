@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,11 +19,10 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, _answers, free_port, serve_app
-from tests.helpers import b64_png, centre_mask, decode, init_image, pixels
 from tests.rbee_peers import GenBHive, GenCQueen, HiveWorker, create_gen_b_hive, create_gen_c_queen, follow, operation
+from tests.support import _answers, b64_png, centre_mask, decode, free_port, init_image, pixels, serve_app, wait_for
 
-DEMO = ROOT / "worker" / "models" / "demo"
+DEMO = Path(__file__).resolve().parent.parent / "worker" / "models" / "demo"
 TOKEN = "hive-token-0123456789"
 BEAT = "0.3"  # --heartbeat-interval, through the environment: rbee's command line is fixed
 JSON = {"Accept": "application/json"}
@@ -33,13 +32,6 @@ def sd_worker_command() -> list[str]:
     """The installed `sd-worker` console script (what an rbee hive would be pointed at)."""
     script = Path(sys.executable).parent / "sd-worker"
     return [str(script)] if script.exists() else [sys.executable, "-c", "from worker.cli import main; main()"]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 @dataclass

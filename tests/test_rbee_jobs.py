@@ -12,9 +12,8 @@ import make_tiny_models
 import numpy as np
 import pytest
 
-from tests.conftest import app_client, parse_sse, worker_settings
-from tests.helpers import decode, pixels
 from tests.rbee_peers import operation
+from tests.support import app_client, decode, parse_sse, pixels, worker_settings
 from worker.backends.cpu import CpuBackend
 
 JSON = {"Accept": "application/json"}

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import serve_app
 from tests.rbee_peers import GenBHive, GenCQueen, create_gen_b_hive, create_gen_c_queen
+from tests.support import serve_app
 from worker.config import Settings
 from worker.registration.pacing import Pacing
 from worker.registration.queen import QueenView, build_queen_heartbeat

@@ -7,13 +7,17 @@ Field names, defaults and optionality follow `ImageGenerationRequest`, `ImageTra
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from worker import imaging
+from worker.engine.protocol import GenerationParams, LoraRequest
 from worker.errors import InvalidRequest
 
 OPERATIONS = ("image_generation", "image_transform", "image_inpaint")
+PREVIEW_EVERY = 5  # rbee previews every 5th step (and the last one, which the serializer adds)
 
 
 class LoraRef(BaseModel):
@@ -40,6 +44,14 @@ class RbeeOperation(BaseModel):
     loras: list[LoraRef] = Field(default_factory=list, max_length=8)
     worker_id: str | None = None
 
+    def _params(self, lora_names: Sequence[str], **task: Any) -> GenerationParams:
+        loras = tuple(LoraRequest(name, ref.strength) for name, ref in zip(lora_names, self.loras, strict=True))
+        return GenerationParams(
+            prompt=self.prompt, negative_prompt=self.negative_prompt, steps=self.steps,
+            guidance_scale=self.guidance_scale, seed=self.seed, output_format="png", loras=loras,
+            preview_every=PREVIEW_EVERY, **task,
+        )  # fmt: skip
+
 
 class ImageGeneration(RbeeOperation):
     """Text-to-image."""
@@ -47,6 +59,10 @@ class ImageGeneration(RbeeOperation):
     operation: Literal["image_generation"]
     width: int = Field(512, ge=8)
     height: int = Field(512, ge=8)
+
+    def to_params(self, lora_names: Sequence[str]) -> GenerationParams:
+        """Neutral params (`lora_names`: the LoRA paths as names in --lora-dir)."""
+        return self._params(lora_names, task="txt2img", width=self.width, height=self.height)
 
 
 class ImageTransform(RbeeOperation):
@@ -56,6 +72,11 @@ class ImageTransform(RbeeOperation):
     input_image: str = Field(min_length=1)
     strength: float = Field(0.8, gt=0, le=1, allow_inf_nan=False)
 
+    def to_params(self, lora_names: Sequence[str]) -> GenerationParams:
+        """Neutral params (the base64 image decoded: blocking)."""
+        image = imaging.b64decode_field(self.input_image, "input_image")
+        return self._params(lora_names, task="img2img", image=image, strength=self.strength)
+
 
 class ImageInpaint(RbeeOperation):
     """Inpainting: `mask_image` white = repaint; the size is the input's."""
@@ -63,6 +84,12 @@ class ImageInpaint(RbeeOperation):
     operation: Literal["image_inpaint"]
     init_image: str = Field(min_length=1)
     mask_image: str = Field(min_length=1)
+
+    def to_params(self, lora_names: Sequence[str]) -> GenerationParams:
+        """Neutral params (the base64 images decoded: blocking)."""
+        image = imaging.b64decode_field(self.init_image, "init_image")
+        mask = imaging.b64decode_field(self.mask_image, "mask_image")
+        return self._params(lora_names, task="inpaint", image=image, mask=mask)
 
 
 Operation = Annotated[ImageGeneration | ImageTransform | ImageInpaint, Field(discriminator="operation")]

@@ -10,7 +10,8 @@ from fastapi.responses import StreamingResponse
 
 from worker.api.rbee.protocol import parse_operation
 from worker.api.rbee.serving import RbeeJobs
-from worker.api.routes import SSE_HEADERS, State
+from worker.api.sse import SSE_HEADERS
+from worker.api.state import State
 
 router = APIRouter()
 

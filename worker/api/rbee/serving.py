@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
-import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,36 +17,22 @@ from typing import Any
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
+from worker import imaging
+from worker.api import serving
 from worker.api.lifecycle import model_ref
 from worker.api.rbee.protocol import ImageGeneration, ImageInpaint, ImageTransform, LoraRef
-from worker.api.schemas import GenerationBody, Img2ImgBody, InpaintBody, LoraSpec
-from worker.api.sse import KEEPALIVE
+from worker.api.sse import KEEPALIVE, frame
 from worker.api.state import WorkerState
+from worker.engine.events import Completed, Failed, Preview, Progress
 from worker.engine.job import Job
-from worker.engine.request import Task
+from worker.engine.protocol import GenerationParams
 from worker.errors import InvalidRequest
 from worker.pipelines.lora import LoraLibrary
 
-PREVIEW_EVERY = 5  # rbee previews every 5th step and the last one
 RbeeOperation = ImageGeneration | ImageTransform | ImageInpaint
 
 
-def to_params(op: RbeeOperation, lora_names: list[str]) -> tuple[Task, GenerationBody]:
-    """The task and native parameters of an rbee operation (LoRA paths already resolved to names)."""
-    loras = [LoraSpec(name=name, weight=ref.strength) for name, ref in zip(lora_names, op.loras, strict=True)]
-    common: dict[str, Any] = {
-        "prompt": op.prompt, "negative_prompt": op.negative_prompt, "steps": op.steps,
-        "guidance_scale": op.guidance_scale, "seed": op.seed, "loras": loras, "output_format": "png",
-        "preview_every": PREVIEW_EVERY,
-    }  # fmt: skip
-    if isinstance(op, ImageTransform):
-        return "img2img", Img2ImgBody(**common, image=op.input_image, strength=op.strength)
-    if isinstance(op, ImageInpaint):
-        return "inpaint", InpaintBody(**common, image=op.init_image, mask=op.mask_image)
-    return "txt2img", GenerationBody(**common, width=op.width, height=op.height)
-
-
-def lora_names(loras: list[LoraRef], library: LoraLibrary | None) -> list[str]:
+def lora_names(loras: Sequence[LoraRef], library: LoraLibrary | None) -> list[str]:
     """Each LoRA `path` as a name in --lora-dir; a path outside it (or not a LoRA there) is refused."""
     names = []
     for i, ref in enumerate(loras):
@@ -76,9 +61,12 @@ class RbeeJobs:
     async def submit(self, op: RbeeOperation) -> dict[str, str]:
         """Queue the operation's job; rbee's `JobResponse`."""
         self.state.require_ready()
-        names = await run_in_threadpool(lora_names, op.loras, self.state.backend.loras)
-        task, body = to_params(op, names)
-        job = await self.state.service.submit(task, body)
+        library = self.state.backend.loras
+
+        def params() -> GenerationParams:
+            return op.to_params(lora_names(op.loras, library))
+
+        job = await serving.submit(self.state.engine, params)
         return {"job_id": job.id, "sse_url": f"/v1/jobs/{job.id}/stream"}
 
     def health(self) -> dict[str, Any]:
@@ -95,26 +83,26 @@ class RbeeJobs:
     async def stream(self, job: Job) -> AsyncIterator[bytes]:
         """The job's events in rbee's shapes, from its first event; ends after `complete` or `error`."""
         last_preview = 0
-        async for event in job.events.follow(self.state.settings.keepalive_seconds):
-            if event is None:
+        async for entry in job.events.follow(self.state.settings.keepalive_seconds):
+            if entry is None:
                 yield KEEPALIVE
                 continue
-            data, total = event.data, job.total_steps
-            if event.name == "progress":
-                yield _frame("progress", {"type": "progress", "step": data["step"], "total": data["total_steps"],
-                                          "percent": data["percent"]})  # fmt: skip
-            elif event.name == "preview":
-                last_preview = data["step"]
-                png = await run_in_threadpool(_png, data["image"])
-                yield _frame("preview", _preview(data["step"], total, png))
-            elif event.name == "complete":
+            event, total = entry.event, job.total_steps
+            if isinstance(event, Progress):
+                yield frame("progress", {"type": "progress", "step": event.step, "total": event.total_steps,
+                                         "percent": event.percent})  # fmt: skip
+            elif isinstance(event, Preview):
+                last_preview = event.step
+                png = await run_in_threadpool(_png, event.image)
+                yield frame("preview", _preview(event.step, total, png))
+            elif isinstance(event, Completed):
+                image = await run_in_threadpool(imaging.to_base64, event.images[0])
                 if last_preview != total:  # the last step's picture is the final image itself
-                    yield _frame("preview", _preview(total, total, data["image"]))
-                yield _frame("complete", {"type": "complete", "image": data["image"], "format": "png",
-                                          "seed": data["seed"]})  # fmt: skip
+                    yield frame("preview", _preview(total, total, image))
+                yield frame("complete", {"type": "complete", "image": image, "format": "png", "seed": event.seeds[0]})
                 return
-            elif event.name == "error":
-                yield _frame("error", {"type": "error", "message": data["message"], "code": data["code"]})
+            elif isinstance(event, Failed):
+                yield frame("error", {"type": "error", "message": event.message, "code": event.code})
                 return
 
 
@@ -123,13 +111,8 @@ def _preview(step: int, total: int, image: str) -> dict[str, Any]:
     return {"type": "preview", "step": step, "total": total, "percent": percent, "image": image, "format": "png"}
 
 
-def _png(data: str) -> str:
-    """A preview (a small JPEG, base64) as PNG, base64: rbee's previews are PNG."""
-    image = Image.open(io.BytesIO(base64.b64decode(data)))
+def _png(jpeg: bytes) -> str:
+    """A preview (a small JPEG) as PNG, base64: rbee's previews are PNG."""
     buffer = io.BytesIO()
-    image.save(buffer, "PNG", compress_level=1)
+    Image.open(io.BytesIO(jpeg)).save(buffer, "PNG", compress_level=1)
     return base64.b64encode(buffer.getvalue()).decode()
-
-
-def _frame(name: str, data: dict[str, Any]) -> bytes:
-    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
