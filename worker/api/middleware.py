@@ -61,7 +61,7 @@ async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
 class BearerAuth:
     """With `--api-key`: every route but /health needs `Authorization: Bearer <key>` (compared in constant time)."""
 
-    OPEN_PATHS = ("/health",)
+    OPEN_PATHS = ("/health", "/v1/health")  # probes send no key (rbee's hive probes /v1/health)
     # the playground page and its files hold no data: the page asks for the key and sends it on API calls
     PAGE_PREFIX = "/playground/"
 
