@@ -46,6 +46,16 @@ class Family:
         return self.architecture.flow
 
     @property
+    def prompt_weighting(self) -> bool:
+        """True if A1111 emphasis and long prompts are applied (SD1.x/2.x, SDXL); else plain text is used."""
+        return all(arch.prompt_weighting for arch in self.architectures)
+
+    @property
+    def supports_clip_skip(self) -> bool:
+        """True if requests may skip CLIP layers (SDXL, SD3)."""
+        return all(arch.clip_skip for arch in self.architectures)
+
+    @property
     def size_multiple(self) -> int:
         """Height and width must be multiples of this."""
         return self.architecture.size_multiple
