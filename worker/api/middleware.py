@@ -67,7 +67,9 @@ class BearerAuth:
     A1111 clients send `--api-auth user:pass`. OPTIONS requests pass: probes and preflights carry no key.
     """
 
-    OPEN_PATHS = ("/health",)
+    OPEN_PATHS = ("/health", "/v1/health")  # probes send no key (rbee's hive probes /v1/health)
+    # the playground page and its files hold no data: the page asks for the key and sends it on API calls
+    PAGE_PREFIX = "/playground/"
     BASIC_PATHS = ("/sdapi/", "/internal/")
 
     def __init__(self, app: ASGIApp, api_key: str) -> None:
@@ -76,7 +78,7 @@ class BearerAuth:
         self.key = api_key.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.OPEN_PATHS or scope["method"] == "OPTIONS":
+        if scope["type"] != "http" or self._open(scope["path"]) or scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(b"authorization", b"")
@@ -100,6 +102,9 @@ class BearerAuth:
         except (binascii.Error, ValueError):
             return False
         return hmac.compare_digest(password, self.key)
+
+    def _open(self, path: str) -> bool:
+        return path in self.OPEN_PATHS or path == "/" or path.startswith(self.PAGE_PREFIX)
 
 
 def _with_header(send: Send, name: bytes, value: bytes) -> Send:
