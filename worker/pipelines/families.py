@@ -27,9 +27,9 @@ class Family:
     height: int
     steps: int
     guidance: float
-    max_size: int = 2048  # the largest square it is asked for (max_size² pixels); beyond, images fall apart
     fixed_guidance: float | None = None  # turbo distillations: any other value is refused
     description: str = ""
+    max_size: int = 2048  # largest width or height it draws sensibly (the demo: 128)
 
     @property
     def architecture(self) -> Architecture:
@@ -47,14 +47,19 @@ class Family:
         return self.architecture.flow
 
     @property
+    def prompt_weighting(self) -> bool:
+        """True if A1111 emphasis and long prompts are applied (SD1.x/2.x, SDXL); else plain text is used."""
+        return all(arch.prompt_weighting for arch in self.architectures)
+
+    @property
+    def supports_clip_skip(self) -> bool:
+        """True if requests may skip CLIP layers (SDXL, SD3)."""
+        return all(arch.clip_skip for arch in self.architectures)
+
+    @property
     def size_multiple(self) -> int:
         """Height and width must be multiples of this."""
         return self.architecture.size_multiple
-
-    @property
-    def max_pixels(self) -> int:
-        """The most pixels one image of this family may have."""
-        return self.max_size * self.max_size
 
     def size_note(self) -> str:
         """Its native and maximum size, as errors and docs state them."""
