@@ -184,6 +184,69 @@ def generate(
     raise typer.Exit(run_oneshot(settings, {k: v for k, v in body.items() if v is not None}, output))
 
 
+@app.command("ray")
+def ray_fleet(
+    replicas: Annotated[int | None, typer.Option(help="Fixed number of replicas (else autoscale).")] = None,
+    min_replicas: Annotated[int, typer.Option(help="Autoscaling: fewest replicas.")] = 1,
+    max_replicas: Annotated[int | None, typer.Option(help="Autoscaling: most replicas (default: min).")] = None,
+    target_ongoing_requests: Annotated[
+        float, typer.Option(help="Autoscaling: requests (waiting + running) per replica to aim for.")
+    ] = 2.0,
+    upscale_delay: Annotated[float, typer.Option(help="Seconds of high load before adding a replica.")] = 30.0,
+    downscale_delay: Annotated[float, typer.Option(help="Seconds of low load before removing one.")] = 600.0,
+    replica_cpus: Annotated[float, typer.Option(help="CPUs Ray reserves per replica (CPU replicas use them).")] = 1.0,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="auto (join the cluster running here) | local (start one) | ray://host:10001; default: either."
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Serve proxy bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Serve proxy port.")] = 8000,
+    device: Device = None,
+    sd_version: SdVersion = None,
+    model_path: ModelPath = None,
+    model_config: ModelConfig = None,
+    dtype: DTypeOpt = None,
+    use_f16: UseF16 = None,
+    use_flash_attn: FlashAttn = None,
+    vae_tiling: VaeTiling = None,
+    vae_slicing: VaeSlicing = None,
+    offload: Offload = None,
+    compile: Compile = None,
+    worker_id: Annotated[str | None, typer.Option(help="Worker id prefix (each replica adds its own id).")] = None,
+    max_queue: Annotated[int | None, typer.Option(help="Jobs allowed to wait per replica before 429 (16).")] = None,
+    max_batch: Annotated[int | None, typer.Option(help="Images one pipeline call may batch (8; 1 = off).")] = None,
+    job_timeout: Annotated[float | None, typer.Option(help="Seconds a job may run before it is stopped (600).")] = None,
+    drain_timeout: Annotated[
+        float | None, typer.Option(help="Seconds a removed replica's running job may take (30).")
+    ] = None,
+    api_key: Annotated[str | None, typer.Option(help="Require Authorization: Bearer KEY (all but /health).")] = None,
+) -> None:
+    """Serve the worker on Ray Serve: N replicas (one device and one model each) behind one HTTP endpoint."""
+    from worker.deploy.options import FleetOptions
+
+    settings = _settings(
+        device=device, sd_version=sd_version, model_path=model_path, model_config=model_config, dtype=dtype,
+        use_f16=use_f16, use_flash_attn=use_flash_attn, vae_tiling=vae_tiling, vae_slicing=vae_slicing,
+        offload=offload, compile=compile, worker_id=worker_id, max_queue=max_queue, max_batch=max_batch,
+        job_timeout=job_timeout, drain_timeout=drain_timeout, api_key=api_key,
+    )  # fmt: skip
+    try:
+        fleet = FleetOptions(
+            replicas=replicas, min_replicas=min_replicas, max_replicas=max_replicas or min_replicas,
+            target_ongoing_requests=target_ongoing_requests, replica_cpus=replica_cpus,
+            upscale_delay_s=upscale_delay, downscale_delay_s=downscale_delay,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    try:
+        from worker.deploy.fleet import run_fleet
+    except ImportError as exc:  # ray is an optional extra
+        raise typer.BadParameter(f"needs Ray Serve ({exc}): pip install 'sd-worker[ray]'") from None
+    raise typer.Exit(run_fleet(settings, fleet, ray_address=ray_address, host=host, port=port))
+
+
 def main() -> None:
     """Console-script entry point. A bare `--use-flash-attn` means `--use-flash-attn=auto`."""
     args = ["--use-flash-attn=auto" if arg == "--use-flash-attn" else arg for arg in sys.argv[1:]]

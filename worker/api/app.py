@@ -19,6 +19,7 @@ from worker.api.request_id import RequestId
 from worker.api.routes import router
 from worker.api.service import GenerationService
 from worker.api.state import WorkerState
+from worker.api.worker_id import WorkerIdHeader
 from worker.backends.base import ImageGenerationBackend
 from worker.backends.resolver import create_backend
 from worker.config import Settings
@@ -46,6 +47,7 @@ def create_app(
         max_batch=settings.max_batch,
         batch_window=settings.batch_window_ms / 1000,
         png_level=settings.png_compression,
+        id_prefix=settings.job_id_prefix,
     )
     state = WorkerState(settings, backend, engine, GenerationService(engine, backend.family, settings.limits))
 
@@ -71,14 +73,15 @@ def create_app(
     if settings.api_key:
         app.add_middleware(BearerAuth, api_key=settings.api_key)
     app.add_middleware(RequestId)  # outside auth and size checks: their refusals carry an id too
-    if settings.cors_origin:  # outermost: a preflight carries no API key
+    if settings.cors_origin:  # outside auth: a preflight carries no API key
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origin,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Accept"],
-            expose_headers=["X-Job-Id"],
+            expose_headers=["X-Job-Id", "X-Worker-Id"],
         )
+    app.add_middleware(WorkerIdHeader, worker_id=settings.resolved_worker_id())  # outermost: on every response
     return app
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 from worker.backends.base import ImageGenerationBackend
 from worker.engine.batching import Batcher
 from worker.engine.executor import DeviceExecutor
-from worker.engine.job import Job
+from worker.engine.job import Job, new_job_id
 from worker.engine.queue import JobQueue
 from worker.engine.request import GenerationRequest
 from worker.engine.results import encode_result
@@ -41,9 +41,11 @@ class Engine:
         max_batch: int = 1,
         batch_window: float = 0.0,
         png_level: int = PNG_COMPRESS_LEVEL,
+        id_prefix: str = "",
     ) -> None:
         self.backend = backend
         self._job_timeout = job_timeout
+        self._id_prefix = id_prefix
         self._keep_results = keep_results
         self._result_ttl = result_ttl
         self._queue = JobQueue(max_queue)
@@ -94,7 +96,7 @@ class Engine:
 
     def submit(self, request: GenerationRequest) -> Job:
         """Queue a job (raises QueueFull) and remember it."""
-        job = Job(request=request, timeout=self._job_timeout)
+        job = Job(request=request, timeout=self._job_timeout, id=new_job_id(self._id_prefix))
         with self._lock:
             self._prune()
             self._jobs[job.id] = job
