@@ -133,6 +133,20 @@ async def test_cancel_and_job_lookups_reach_the_replica_holding_the_job(fleet: s
         assert final["status"] == "cancelled" and final["progress"]["step"] < 150
 
 
+async def test_a_client_leaving_through_the_proxy_cancels_its_job(fleet: str) -> None:
+    async with httpx.AsyncClient(base_url=fleet, timeout=120) as client:
+        async with client.stream("POST", "/execute", json={**JOB, "steps": 150}) as response:
+            job_id = response.headers["x-job-id"]
+            async for chunk in response.aiter_text():
+                if "event: progress" in chunk:
+                    break  # leave mid-denoising: the proxy cancels the request on the replica
+        deadline = time.monotonic() + 30
+        while (job := (await client.get(f"/v1/jobs/{job_id}")).json())["status"] != "cancelled":
+            assert time.monotonic() < deadline, job["status"]
+            await asyncio.sleep(0.1)
+        assert job["progress"]["step"] < 150
+
+
 async def test_killing_a_replica_loses_only_its_own_requests_and_serve_replaces_it(fleet: str) -> None:
     async with httpx.AsyncClient(base_url=fleet, timeout=120) as client:
         before = {(await client.get("/health")).headers["x-worker-id"] for _ in range(12)}
