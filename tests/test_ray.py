@@ -230,3 +230,23 @@ def test_serve_config_file_deploys_the_worker_with_autoscaling() -> None:
     assert deployment.autoscaling_config["max_replicas"] > deployment.autoscaling_config["min_replicas"]
     settings = Settings(**app.args)
     assert deployment.max_ongoing_requests == max_ongoing_requests(settings)
+
+
+async def test_removing_replicas_lets_their_running_streams_finish(fleet: str) -> None:
+    async with (
+        httpx.AsyncClient(base_url=fleet, timeout=120) as client,
+        client.stream("POST", "/execute", json={**JOB, "steps": 60}) as response,
+    ):
+        chunks = response.aiter_text()
+        text = ""
+        async for chunk in chunks:
+            text += chunk
+            if "event: progress" in text:
+                break
+        # deleting the app removes every replica the way a downscale removes one: Serve stops routing to it,
+        # waits for its ongoing requests, then the worker's own shutdown drains the engine
+        removal = asyncio.create_task(asyncio.to_thread(serve.delete, "fleet"))
+        async for chunk in chunks:
+            text += chunk
+        await removal
+    assert parse_sse(text)[-1][0] == "complete"
