@@ -3,11 +3,12 @@ replicas, and what Serve's proxy adds to one request.
 
     python scripts/bench_ray.py [--steps 20] [--requests 16] [--clients 4] [--runs 8]
 
-Rows, all on the same CPUs: a plain `sd-worker` process (2 torch threads); Ray Serve with 1 replica of 2 CPUs;
-Ray Serve with 2 replicas of 1 CPU each (Ray sets each replica's OMP_NUM_THREADS to its CPUs). Per row: median
-latency of one generation alone and of one `GET /health` (the HTTP path without the model: the proxy's own
-cost), and images/s for `--requests` generations from `--clients` concurrent clients. The machine's load
-average is printed before and after: on a shared machine the absolute numbers move, the same-run ratios less.
+Setups, all on the same 2 CPUs: a plain `sd-worker` process (2 torch threads); Ray Serve with 1 replica of 2 CPUs;
+Ray Serve with 2 replicas of 1 CPU each (Ray sets a replica's OMP_NUM_THREADS to its CPUs). The plain worker and
+the 1-replica fleet run side by side and their single requests alternate, so the proxy's cost (one generation
+alone, and one `GET /health`: the HTTP path without the model) is measured under the same load. Throughput is
+images/s for `--requests` generations from `--clients` concurrent clients. The load average is printed: on a
+shared machine the absolute numbers move, the same-run differences less.
 """
 
 from __future__ import annotations
@@ -28,19 +29,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_overhead import free_port, start_worker
 
 JSON = {"Accept": "application/json"}
+BODY = {"prompt": "a red circle on a blue background", "seed": 1}
 
 
-def median_ms(url: str, method: str, path: str, body: dict[str, Any] | None, runs: int) -> float:
-    """Median wall time of `runs` sequential requests (after one warm-up), in milliseconds."""
-    times = []
-    with httpx.Client(base_url=url, timeout=300, headers=JSON) as client:
-        for run in range(runs + 1):
-            start = time.perf_counter()
-            response = client.request(method, path, json=body)
-            response.raise_for_status()
+def timed_ms(client: httpx.Client, method: str, path: str, body: dict[str, Any] | None) -> float:
+    """Wall time of one request, in milliseconds."""
+    start = time.perf_counter()
+    client.request(method, path, json=body, headers=JSON).raise_for_status()
+    return (time.perf_counter() - start) * 1000
+
+
+def alternating_medians(urls: list[str], method: str, path: str, body: dict[str, Any] | None, runs: int) -> list[float]:
+    """Median time of one request to each URL, the URLs taking turns (after one warm-up each)."""
+    times: list[list[float]] = [[] for _ in urls]
+    clients = [httpx.Client(base_url=url, timeout=300) for url in urls]
+    for run in range(runs + 1):
+        for client, samples in zip(clients, times, strict=True):
+            took = timed_ms(client, method, path, body)
             if run:
-                times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+                samples.append(took)
+    for client in clients:
+        client.close()
+    return [statistics.median(samples) for samples in times]
 
 
 async def throughput(url: str, body: dict[str, Any], requests: int, clients: int) -> tuple[float, int]:
@@ -50,10 +60,7 @@ async def throughput(url: str, body: dict[str, Any], requests: int, clients: int
 
     async def client_loop(client: httpx.AsyncClient) -> None:
         while todo:
-            seed = todo.pop()
-            response = await client.post(
-                "/execute", json={**body, "seed": seed}, headers={"Accept": "application/json"}
-            )
+            response = await client.post("/execute", json={**body, "seed": todo.pop()}, headers=JSON)
             response.raise_for_status()
             workers.add(response.headers.get("x-worker-id", "?"))
 
@@ -63,37 +70,16 @@ async def throughput(url: str, body: dict[str, Any], requests: int, clients: int
         return requests / (time.perf_counter() - start), len(workers)
 
 
-def measure(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
-    """One row of the table."""
-    body = {"prompt": "a red circle on a blue background", "steps": args.steps, "seed": 1}
-    row = {
-        "setup": name,
-        "job_ms": median_ms(url, "POST", "/execute", body, args.runs),
-        "health_ms": median_ms(url, "GET", "/health", None, args.runs * 4),
-    }
-    row["images_s"], row["replicas_seen"] = asyncio.run(throughput(url, body, args.requests, args.clients))
-    print(f"  measured {name}", file=sys.stderr, flush=True)
-    return row
-
-
 def main() -> None:
-    """Run the three setups and print the table."""
+    """Start the plain worker and the fleet, measure, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--runs", type=int, default=8)
     args = parser.parse_args()
-    load_before = os.getloadavg()
-    rows = []
-
-    port = free_port()
-    worker = start_worker(None, port, threads=2)
-    try:
-        rows.append(measure("plain worker, 2 threads", f"http://127.0.0.1:{port}", args))
-    finally:
-        worker.terminate()
-        worker.wait(60)
+    body = {**BODY, "steps": args.steps}
+    load_before = os.getloadavg()[0]
 
     import ray
     from ray import serve
@@ -102,33 +88,41 @@ def main() -> None:
     from worker.deploy.options import FleetOptions
     from worker.deploy.replica import application
 
+    plain_port, proxy_port = free_port(), free_port()
+    plain_url, proxy_url = f"http://127.0.0.1:{plain_port}", f"http://127.0.0.1:{proxy_port}"
+    worker = start_worker(None, plain_port, threads=2)
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024**2, log_to_driver=False)
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.start(http_options={"host": "127.0.0.1", "port": proxy_port})
     settings = Settings(device="cpu", sd_version="demo")
     try:
-        for replicas, cpus in ((1, 2.0), (2, 1.0)):
-            fleet = FleetOptions(replicas=replicas, replica_cpus=cpus)
-            serve.run(application(settings, fleet, gpu=False), name="bench")
-            rows.append(measure(f"Ray Serve, {replicas} x {cpus:g} CPU", f"http://127.0.0.1:{port}", args))
-            serve.delete("bench")  # a rolling update would wait for CPUs the old replica still holds
+        serve.run(application(settings, FleetOptions(replicas=1, replica_cpus=2), gpu=False), name="bench")
+        job_ms = alternating_medians([plain_url, proxy_url], "POST", "/execute", body, args.runs)
+        health_ms = alternating_medians([plain_url, proxy_url], "GET", "/health", None, args.runs * 4)
+        plain = asyncio.run(throughput(plain_url, body, args.requests, args.clients))
+        one = asyncio.run(throughput(proxy_url, body, args.requests, args.clients))
+        serve.delete("bench")  # a rolling update would wait for the CPUs the old replica still holds
+        serve.run(application(settings, FleetOptions(replicas=2, replica_cpus=1), gpu=False), name="bench")
+        two = asyncio.run(throughput(proxy_url, body, args.requests, args.clients))
     finally:
+        worker.terminate()
         serve.shutdown()
         ray.shutdown()
+        worker.wait(60)
 
-    plain, one, two = rows
     print(f"\ndemo model, 64x64, {args.steps} steps; {args.requests} requests from {args.clients} clients")
-    print(f"load average before: {load_before[0]:.1f}, after: {os.getloadavg()[0]:.1f} (2 cores)\n")
-    print(f"| {'setup':<26} | {'one job ms':>10} | {'/health ms':>10} | {'images/s':>8} | {'replicas served':>15} |")
-    print(f"|{'-' * 28}|{'-' * 12}|{'-' * 12}|{'-' * 10}|{'-' * 17}|")
-    for row in rows:
-        print(
-            f"| {row['setup']:<26} | {row['job_ms']:>10.0f} | {row['health_ms']:>10.1f} | {row['images_s']:>8.2f} "
-            f"| {row['replicas_seen']:>15} |"
-        )
-    print(f"\nthroughput 2 replicas / 1 replica: {two['images_s'] / one['images_s']:.2f}x")
-    print(f"proxy adds to one job: {one['job_ms'] - plain['job_ms']:+.0f} ms (median, 1 replica vs plain worker)")
-    print(f"proxy adds to /health: {one['health_ms'] - plain['health_ms']:+.1f} ms")
+    print(
+        f"load average (1 min) before: {load_before:.1f}, after: {os.getloadavg()[0]:.1f}, on {os.cpu_count()} CPUs\n"
+    )
+    print("| setup                    | images/s | replicas that served |")
+    print("|--------------------------|----------|----------------------|")
+    for name, (rate, served) in (("plain worker, 2 threads", plain), ("Ray Serve, 1 x 2 CPUs", one),
+                                 ("Ray Serve, 2 x 1 CPU", two)):  # fmt: skip
+        print(f"| {name:<24} | {rate:>8.2f} | {served:>20} |")
+    print(f"\nthroughput, 2 replicas / 1 replica: {two[0] / one[0]:.2f}x")
+    print("\n| one request alone (median) | plain worker | through Serve's proxy | proxy adds |")
+    print("|----------------------------|--------------|-----------------------|------------|")
+    for name, (direct, proxied) in (("generation, ms", job_ms), ("GET /health, ms", health_ms)):
+        print(f"| {name:<26} | {direct:>12.1f} | {proxied:>21.1f} | {proxied - direct:>+10.1f} |")
 
 
 if __name__ == "__main__":
