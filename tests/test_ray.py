@@ -86,6 +86,7 @@ async def test_concurrent_requests_all_succeed_on_both_replicas(fleet: str) -> N
         workers = {r.headers["x-worker-id"] for r in responses}
         assert len(workers) == 2, workers
         health = await client.get("/health")
+        assert len(health.headers.get_list("x-request-id")) == 1  # the proxy's; the worker took the same id
         assert health.json()["worker_id"] == health.headers["x-worker-id"] in workers
 
 

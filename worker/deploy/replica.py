@@ -7,6 +7,7 @@ from typing import Any, cast
 
 from fastapi import FastAPI
 from ray import serve
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from worker.api.app import create_app
 from worker.api.state import WorkerState
@@ -37,6 +38,7 @@ class SdWorkerReplica:
         )
         self.load_error: str | None = None
         self.worker_app = create_app(self.settings, on_fatal=self._on_fatal)
+        self.worker_app.add_middleware(WithoutHeader, name=b"x-request-id")
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """The app Serve's proxy forwards every HTTP request to."""
@@ -55,6 +57,23 @@ class SdWorkerReplica:
 
     def _on_fatal(self, message: str) -> None:
         self.load_error = message
+
+
+class WithoutHeader:
+    """Drops one response header. Serve's proxy puts X-Request-ID on every response itself, and the worker adopted
+    that same id from the request; two copies would reach the client as "id, id"."""
+
+    def __init__(self, app: ASGIApp, name: bytes) -> None:
+        self.app = app
+        self.name = name
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_without(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [(k, v) for k, v in message.get("headers", []) if k.lower() != self.name]
+            await send(message)
+
+        await self.app(scope, receive, send_without if scope["type"] == "http" else send)
 
 
 def application(settings: Settings, fleet: FleetOptions, *, gpu: bool) -> serve.Application:
