@@ -20,7 +20,7 @@ import yaml
 from ray import serve
 from ray.serve.schema import ServeDeploySchema
 
-from tests.conftest import free_port, parse_sse
+from tests.support import free_port, parse_sse
 from worker.config import Settings
 from worker.deploy.affinity import replica_tag
 from worker.deploy.options import FleetOptions, deployment_options, max_ongoing_requests
