@@ -34,8 +34,9 @@ def run_fleet(settings: Settings, fleet: FleetOptions, *, ray_address: str | Non
         print(f"sd-worker ray: the deployment failed: {exc}", file=sys.stderr)
         return 1
     where = "GPU" if gpu else f"{fleet.replica_cpus:g} CPU"
-    count = fleet.replicas if fleet.replicas is not None else f"{fleet.min_replicas}-{fleet.max_replicas}"
-    print(f"sd-worker ray: serving on http://{host}:{port} ({count} replicas, {where} each)", flush=True)
+    count = str(fleet.replicas) if fleet.replicas is not None else f"{fleet.min_replicas}-{fleet.max_replicas}"
+    replicas = "1 replica" if count == "1" else f"{count} replicas"
+    print(f"sd-worker ray: serving on http://{host}:{port} ({replicas}, {where} each)", flush=True)
     _wait_for_stop()
     print("sd-worker ray: stopping (replicas finish their requests first)", flush=True)
     serve.delete(APP_NAME)
