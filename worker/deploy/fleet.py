@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 import threading
@@ -10,6 +11,7 @@ from worker.config import Settings
 from worker.deploy.options import FleetOptions
 
 APP_NAME = "sd-worker"
+REPLICA_ERROR = re.compile(r"RuntimeError: (sd-worker replica [^\n]*)")  # raised by SdWorkerReplica.check_health
 
 
 def run_fleet(settings: Settings, fleet: FleetOptions, *, ray_address: str | None, host: str, port: int) -> int:
@@ -31,7 +33,7 @@ def run_fleet(settings: Settings, fleet: FleetOptions, *, ray_address: str | Non
     try:
         serve.run(application(settings, fleet, gpu=gpu), name=APP_NAME, route_prefix="/")
     except RuntimeError as exc:
-        print(f"sd-worker ray: the deployment failed: {exc}", file=sys.stderr)
+        print(f"sd-worker ray: the deployment failed: {_failure(str(exc))}", file=sys.stderr)
         return 1
     where = "GPU" if gpu else f"{fleet.replica_cpus:g} CPU"
     count = str(fleet.replicas) if fleet.replicas is not None else f"{fleet.min_replicas}-{fleet.max_replicas}"
@@ -41,6 +43,20 @@ def run_fleet(settings: Settings, fleet: FleetOptions, *, ray_address: str | Non
     print("sd-worker ray: stopping (replicas finish their requests first)", flush=True)
     serve.delete(APP_NAME)
     return 0
+
+
+def _failure(fallback: str) -> str:
+    """The replicas' own error (a model that fails to load, …) out of Serve's status, else Serve's message."""
+    from ray import serve
+
+    from worker.deploy.replica import DEPLOYMENT
+
+    try:
+        message = serve.status().applications[APP_NAME].deployments[DEPLOYMENT].message
+    except (KeyError, AttributeError):
+        message = ""
+    reasons = REPLICA_ERROR.findall(message)
+    return reasons[-1] if reasons else fallback
 
 
 def _wait_for_stop() -> None:
