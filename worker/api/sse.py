@@ -9,7 +9,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from worker.engine.events import Completed, Entry
+from worker.engine.events import Completed, Entry, Preview
 from worker.engine.job import Job
 
 KEEPALIVE = b": keep-alive\n\n"
@@ -27,13 +27,14 @@ async def stream_job(
     job: Job, keepalive: float, serializer: Serializer, on_disconnect: Callable[[Job], None] | None = None
 ) -> AsyncIterator[bytes]:
     """Replay and follow the job's events as `serializer` frames them; if the stream ends before the job does,
-    call `on_disconnect`. The final images are framed off the event loop (base64 of megabytes is heavy)."""
+    call `on_disconnect`. Images are framed off the event loop (base64 of megabytes is heavy; a protocol may
+    re-encode previews)."""
     try:
         async for entry in job.events.follow(keepalive):
             if entry is None:
                 yield KEEPALIVE
                 continue
-            if isinstance(entry.event, Completed):
+            if isinstance(entry.event, Completed | Preview):
                 frames = await run_in_threadpool(_frames, serializer, job, entry)
             else:
                 frames = _frames(serializer, job, entry)

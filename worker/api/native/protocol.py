@@ -73,6 +73,9 @@ class GenerationBody(BaseModel):
     loras: list[LoraSpec] = Field(default_factory=list, max_length=8)
     preview_every: int = Field(0, ge=0, description="send a `preview` event every N steps (0 = off)")
     prompt_embeds: EmbeddingEnvelope | None = Field(None, description="from /encode, instead of prompt")
+    prompt_syntax: bool = Field(
+        False, description="read A1111 prompt syntax: (emphasis:1.2), prompts past 77 tokens, [from:to:when]"
+    )
 
     def to_params(self, task: Task) -> GenerationParams:
         """The neutral params of this body (base64 images decoded to their file bytes: blocking)."""
@@ -101,6 +104,7 @@ class GenerationBody(BaseModel):
             loras=tuple(LoraRequest(lora.name, lora.weight) for lora in self.loras),
             preview_every=self.preview_every,
             prompt_embeds=self.prompt_embeds.model_dump() if self.prompt_embeds is not None else None,
+            prompt_syntax=self.prompt_syntax,
         )
 
 

@@ -25,6 +25,7 @@ class NvExt(BaseModel):
     num_inference_steps: int | None = Field(None, ge=1)
     guidance_scale: float | None = Field(None, ge=0, le=100, allow_inf_nan=False)
     seed: int | None = Field(None, ge=-1, lt=2**32)
+    prompt_syntax: bool | None = Field(None, description="read A1111 prompt syntax (emphasis, long prompts)")
 
 
 class ImageRequest(NvExt):
@@ -85,6 +86,7 @@ class ImageRequest(NvExt):
             mask=mask,
             mask_alpha=True,
             previews=self.partial_images * self.stream,
+            prompt_syntax=bool(self.extension("prompt_syntax")),
         )
 
 
