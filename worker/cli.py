@@ -91,6 +91,17 @@ SERVE_OPTIONS: dict[str, Any] = {
     "queen_url": _option(str, "rbee queen to heartbeat (POST <url>/v1/worker-heartbeat)."),
 }
 
+# `sd-worker ray`: each replica is a worker with these; Ray picks the GPU, Serve's proxy owns host and port
+RAY_OPTIONS: dict[str, Any] = {
+    **{name: kind for name, kind in MODEL_OPTIONS.items() if name != "cuda_device"},
+    "worker_id": _option(str, "Worker id prefix (each replica appends its Serve replica id)."),
+    **{name: SERVE_OPTIONS[name] for name in (
+        "max_queue", "max_batch", "batch_window_ms", "png_compression", "job_timeout", "cors_origin", "api_key",
+        "lora_dir", "preview_decoder", "output_url",
+    )},
+    "drain_timeout": _option(float, "Seconds a removed replica's running job may take (30)."),
+}  # fmt: skip
+
 
 def with_options(options: dict[str, Any]) -> Callable[[Command], Command]:
     """Add `options` to a command's signature, after its own parameters; the command gets them in `**given`."""
@@ -223,6 +234,47 @@ def generate(
         width=width, height=height, num_samples=num_samples, scheduler=scheduler,
     )  # fmt: skip
     raise typer.Exit(run_oneshot(settings, params, output))
+
+
+@app.command("ray")
+@with_options(RAY_OPTIONS)
+def ray_fleet(
+    replicas: Annotated[int | None, typer.Option(help="Fixed number of replicas (else autoscale).")] = None,
+    min_replicas: Annotated[int, typer.Option(help="Autoscaling: fewest replicas.")] = 1,
+    max_replicas: Annotated[int | None, typer.Option(help="Autoscaling: most replicas (default: min).")] = None,
+    target_ongoing_requests: Annotated[
+        float, typer.Option(help="Autoscaling: requests (waiting + running) per replica to aim for.")
+    ] = 2.0,
+    upscale_delay: Annotated[float, typer.Option(help="Seconds of high load before adding a replica.")] = 30.0,
+    downscale_delay: Annotated[float, typer.Option(help="Seconds of low load before removing one.")] = 600.0,
+    replica_cpus: Annotated[float, typer.Option(help="CPUs Ray reserves per replica (CPU replicas use them).")] = 1.0,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="auto (join the cluster running here) | local (start one) | ray://host:10001; default: either."
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Serve proxy bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Serve proxy port.")] = 8000,
+    **given: Any,
+) -> None:
+    """Serve the worker on Ray Serve: N replicas (one device and one model each) behind one HTTP endpoint."""
+    from worker.deploy.options import FleetOptions
+
+    settings = _settings(**given)
+    try:
+        fleet = FleetOptions(
+            replicas=replicas, min_replicas=min_replicas, max_replicas=max_replicas or min_replicas,
+            target_ongoing_requests=target_ongoing_requests, replica_cpus=replica_cpus,
+            upscale_delay_s=upscale_delay, downscale_delay_s=downscale_delay,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    try:
+        from worker.deploy.fleet import run_fleet
+    except ImportError as exc:  # ray is an optional extra
+        raise typer.BadParameter(f"needs Ray Serve ({exc}): pip install 'sd-worker[ray]'") from None
+    raise typer.Exit(run_fleet(settings, fleet, ray_address=ray_address, host=host, port=port))
 
 
 def main() -> None:

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8081, ge=0, le=65535)
     worker_id: str | None = None
+    job_id_prefix: str = Field(
+        "", pattern=r"^[0-9a-f]{0,16}$", description="Hex digits every job id starts with (set per Ray replica)."
+    )
     cuda_device: int = Field(0, ge=0, description="Which CUDA device (--device cuda).")
     dtype: DType = "auto"
     use_f16: bool = Field(False, description="Shorthand for --dtype fp16.")

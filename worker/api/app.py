@@ -26,6 +26,7 @@ from worker.api.playground import install_playground
 from worker.api.rbee.router import router as rbee_router
 from worker.api.request_id import RequestId
 from worker.api.state import WorkerState
+from worker.api.worker_id import WorkerIdHeader
 from worker.config import Settings
 from worker.engine.engine import build_engine
 from worker.engine.protocol import ImageGenerationBackend
@@ -80,14 +81,15 @@ def create_app(
     if settings.api_key:
         app.add_middleware(BearerAuth, api_key=settings.api_key)
     app.add_middleware(RequestId)  # outside auth and size checks: their refusals carry an id too
-    if settings.cors_origin:  # outermost: a preflight carries no API key
+    if settings.cors_origin:  # outside auth: a preflight carries no API key
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origin,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Accept"],
-            expose_headers=["X-Job-Id"],
+            expose_headers=["X-Job-Id", "X-Worker-Id"],
         )
+    app.add_middleware(WorkerIdHeader, worker_id=settings.resolved_worker_id())  # outermost: on every response
     return app
 
 

@@ -14,7 +14,7 @@ from worker.config import Limits, Settings
 from worker.engine.batching import Batcher
 from worker.engine.events import Completed
 from worker.engine.executor import DeviceExecutor
-from worker.engine.job import Job
+from worker.engine.job import Job, new_job_id
 from worker.engine.protocol import GenerationParams, GenerationRequest, ImageGenerationBackend
 from worker.engine.queue import JobQueue
 from worker.engine.resolve import resolve
@@ -44,10 +44,12 @@ class Engine:
         max_batch: int = 1,
         batch_window: float = 0.0,
         png_level: int = PNG_COMPRESS_LEVEL,
+        id_prefix: str = "",
     ) -> None:
         self.backend = backend
         self.limits = limits or Limits()
         self._job_timeout = job_timeout
+        self._id_prefix = id_prefix
         self._keep_results = keep_results
         self._result_ttl = result_ttl
         self._queue = JobQueue(max_queue)
@@ -102,7 +104,7 @@ class Engine:
 
     def submit(self, request: GenerationRequest) -> Job:
         """Queue a job (raises QueueFull) and remember it."""
-        job = Job(request=request, timeout=self._job_timeout)
+        job = Job(request=request, timeout=self._job_timeout, id=new_job_id(self._id_prefix))
         with self._lock:
             self._prune()
             self._jobs[job.id] = job
@@ -170,4 +172,5 @@ def build_engine(settings: Settings, backend: ImageGenerationBackend, *, oneshot
         max_batch=1 if oneshot else settings.max_batch,
         batch_window=settings.batch_window_ms / 1000,
         png_level=settings.png_compression,
+        id_prefix=settings.job_id_prefix,
     )

@@ -28,9 +28,9 @@ class JobStatus(enum.StrEnum):
         return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
-def new_job_id() -> str:
-    """A random 32-hex-digit id."""
-    return uuid.uuid4().hex
+def new_job_id(prefix: str = "") -> str:
+    """A random 32-hex-digit id starting with `prefix` (hex digits naming the worker that made it, or none)."""
+    return prefix + uuid.uuid4().hex[len(prefix) :]
 
 
 @dataclass
