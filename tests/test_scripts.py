@@ -15,7 +15,7 @@ import pytest
 SCRIPTS = [
     ("bench_gpu", ["--smoke", "--runs", "1", "--modes", "eager"], ["sd15        64²×4 eager", "sdxl "]),
     ("bench_overhead", ["--steps", "2", "--size", "64", "--runs", "1"], ["HTTP + SSE end to end", "ratio"]),
-    ("soak", ["--jobs", "6", "--cancels", "2", "--failures", "1", "--concurrency", "2"], ["outcomes:", "'error': 1"]),
+    ("soak", ["--jobs", "6", "--cancels", "2", "--failures", "1", "--concurrency", "2"], ["outcomes:", "RSS after"]),
     (
         "bench",
         [
