@@ -112,6 +112,19 @@ def serve(
     heartbeat_interval: Annotated[float | None, typer.Option(help="Seconds between heartbeats (30).")] = None,
     advertise_url: Annotated[str | None, typer.Option(help="URL the hive should call (http://host:port).")] = None,
     drain_timeout: Annotated[float | None, typer.Option(help="Seconds a job may run on after SIGTERM (30).")] = None,
+    state_dir: Annotated[
+        Path | None, typer.Option(help="Journal async jobs here (SQLite) so they survive a crash and restart.")
+    ] = None,
+    webhook_allow: Annotated[
+        list[str] | None,
+        typer.Option(help="Host pattern webhook_url may name (repeatable: hooks.example.com, *.example.com)."),
+    ] = None,
+    webhook_secret: Annotated[
+        str | None, typer.Option(help="HMAC-SHA256 key for X-Signature-256 on webhooks; or SD_WORKER_WEBHOOK_SECRET.")
+    ] = None,
+    webhook_tries: Annotated[int | None, typer.Option(help="Attempts per webhook (3).")] = None,
+    webhook_backoff: Annotated[float | None, typer.Option(help="Seconds before the 2nd attempt; doubles (1).")] = None,
+    webhook_timeout: Annotated[float | None, typer.Option(help="Seconds one webhook attempt may take (10).")] = None,
 ) -> None:
     """Serve the model over HTTP (the default command)."""
     if ctx.invoked_subcommand is not None:
@@ -127,7 +140,8 @@ def serve(
         callback_url=callback_url,
         lora_dir=lora_dir, preview_decoder=preview_decoder,
         heartbeat_url=heartbeat_url, heartbeat_interval=heartbeat_interval, advertise_url=advertise_url,
-        drain_timeout=drain_timeout,
+        drain_timeout=drain_timeout, state_dir=state_dir, webhook_allow=webhook_allow, webhook_secret=webhook_secret,
+        webhook_tries=webhook_tries, webhook_backoff=webhook_backoff, webhook_timeout=webhook_timeout,
     )  # fmt: skip
     from worker.api.request_id import RequestIdFilter
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -16,17 +17,23 @@ from worker.api.lifecycle import start_registration
 from worker.api.middleware import BearerAuth, BodySizeLimit
 from worker.api.openai.router import router as openai_router
 from worker.api.request_id import RequestId
-from worker.api.routes import router
+from worker.api.routes import resubmit, router
 from worker.api.service import GenerationService
 from worker.api.state import WorkerState
+from worker.api.tokens import StreamTokens
+from worker.api.tracker import JobTracker
 from worker.backends.base import ImageGenerationBackend
 from worker.backends.resolver import create_backend
 from worker.config import Settings
 from worker.engine.engine import Engine
 from worker.errors import WorkerError
+from worker.journal import JobJournal
 from worker.outputs import OutputStore
+from worker.webhooks.policy import WebhookPolicy
+from worker.webhooks.sender import WebhookConfig, WebhookSender
 
 log = logging.getLogger(__name__)
+EXPOSED_HEADERS = ["X-Job-Id", "X-Request-Id", "X-Ignored-Params", "X-Stream-Token", "Location", "Retry-After"]
 
 
 def create_app(
@@ -36,18 +43,26 @@ def create_app(
 ) -> FastAPI:
     """Build the app. `backend` may be injected (tests share one loaded model); `on_fatal` hears load errors."""
     backend = backend if backend is not None else create_backend(settings)
+    state_dir = settings.state_dir
+    store = OutputStore(
+        settings.output_dir, settings.output_keep, settings.output_max_age, settings.output_url,
+        fallback=state_dir / "files" if state_dir is not None else None,
+    )  # fmt: skip
     engine = Engine(
         backend,
         max_queue=settings.max_queue,
         job_timeout=settings.job_timeout,
         keep_results=settings.keep_results,
         result_ttl=settings.result_ttl,
-        store=OutputStore(settings.output_dir, settings.output_keep, settings.output_max_age, settings.output_url),
+        store=store,
         max_batch=settings.max_batch,
         batch_window=settings.batch_window_ms / 1000,
         png_level=settings.png_compression,
     )
-    state = WorkerState(settings, backend, engine, GenerationService(engine, backend.family, settings.limits))
+    state = WorkerState(
+        settings, backend, engine, GenerationService(engine, backend.family, settings.limits),
+        _tracker(settings, engine), StreamTokens(settings.api_key),
+    )  # fmt: skip
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -60,7 +75,9 @@ def create_app(
             loader.cancel()
             if state.registrar is not None:
                 await state.registrar.stop()
+            state.tracker.stopping()
             await asyncio.to_thread(engine.stop, settings.drain_timeout)
+            await state.tracker.close()
 
     app = FastAPI(title="sd-worker", version=__version__, lifespan=lifespan)
     app.state.worker = state
@@ -69,17 +86,31 @@ def create_app(
     app.include_router(openai_router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
     if settings.api_key:
-        app.add_middleware(BearerAuth, api_key=settings.api_key)
+        app.add_middleware(BearerAuth, api_key=settings.api_key, tokens=state.tokens)
     app.add_middleware(RequestId)  # outside auth and size checks: their refusals carry an id too
     if settings.cors_origin:  # outermost: a preflight carries no API key
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origin,
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Accept"],
-            expose_headers=["X-Job-Id"],
+            allow_headers=["*"],  # SDKs add their own (x-stainless-*, openai-organization, last-event-id)
+            expose_headers=EXPOSED_HEADERS,
         )
     return app
+
+
+def _tracker(settings: Settings, engine: Engine) -> JobTracker:
+    """The follower of async and webhook jobs, with its journal under --state-dir."""
+    if settings.webhook_allow and not settings.webhook_secret:
+        log.warning("--webhook-allow without --webhook-secret: webhooks go out unsigned")
+    config = WebhookConfig(
+        settings.webhook_secret, settings.webhook_tries, settings.webhook_backoff, settings.webhook_timeout
+    )
+    policy = WebhookPolicy(settings.webhook_allow)
+    journal = JobJournal(settings.state_dir) if settings.state_dir is not None else None
+    return JobTracker(
+        engine, policy, WebhookSender(policy, config), journal, settings.keep_results, settings.result_ttl
+    )
 
 
 async def _load(state: WorkerState, on_fatal: Callable[[str], None] | None) -> None:
@@ -96,6 +127,7 @@ async def _load(state: WorkerState, on_fatal: Callable[[str], None] | None) -> N
             on_fatal(message)
         return
     state.engine.start()
+    await state.tracker.recover(functools.partial(resubmit, state))
     state.status, state.reason = "healthy", "ready"
     start_registration(state)
     log.info("ready: %s on %s/%s", state.backend.family.name, state.backend.device, state.backend.dtype)

@@ -54,6 +54,7 @@ async def drain(state: WorkerState) -> None:
     state.status, state.reason = "draining", "the worker is shutting down"
     if state.registrar is not None:
         await state.registrar.stop()
+    state.tracker.stopping()  # async jobs still queued stay in the journal for the next start
     state.engine.close()
     active = state.engine.active_jobs  # one batch: every job in it finishes (or is cancelled) together
     if not active:

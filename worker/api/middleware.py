@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hmac
 import json
+from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from worker.api.tokens import StreamTokens
 
 
 class BodySizeLimit:
@@ -58,21 +61,25 @@ async def _send_json(send: Send, status: int, payload: dict[str, object]) -> Non
 
 
 class BearerAuth:
-    """With `--api-key`: every route but /health needs `Authorization: Bearer <key>` (compared in constant time)."""
+    """With `--api-key`: every route but /health needs `Authorization: Bearer <key>` (compared in constant time).
+
+    A job's events route also takes that job's stream token as `?token=` (a browser `EventSource` sends no headers).
+    """
 
     OPEN_PATHS = ("/health",)
     OPENAI_PATHS = ("/v1/images", "/v1/models", "/v1/files")
 
-    def __init__(self, app: ASGIApp, api_key: str) -> None:
+    def __init__(self, app: ASGIApp, api_key: str, tokens: StreamTokens) -> None:
         self.app = app
         self.expected = f"Bearer {api_key}".encode()
+        self.tokens = tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.OPEN_PATHS:
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(b"authorization", b"")
-        if hmac.compare_digest(given, self.expected):
+        if hmac.compare_digest(given, self.expected) or self._stream_token_ok(scope):
             await self.app(scope, receive, send)
             return
         message = "missing or wrong API key: send Authorization: Bearer <key>"
@@ -81,6 +88,12 @@ class BearerAuth:
         else:
             error = {"code": "unauthorized", "message": message}
         await _send_json(_with_header(send, b"www-authenticate", b"Bearer"), 401, {"error": error})
+
+    def _stream_token_ok(self, scope: Scope) -> bool:
+        if scope["method"] != "GET":
+            return False
+        tokens = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [])
+        return len(tokens) == 1 and self.tokens.allows(scope["path"], tokens[0])
 
 
 def _with_header(send: Send, name: bytes, value: bytes) -> Send:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -13,12 +13,14 @@ from starlette.concurrency import run_in_threadpool
 from worker import __version__
 from worker.api.errors import error_response
 from worker.api.lifecycle import capabilities
-from worker.api.schemas import EncodeBody, GenerationBody, Img2ImgBody, InpaintBody
-from worker.api.sse import stream_job
+from worker.api.schemas import TASK_BODIES, EncodeBody, GenerationBody, Img2ImgBody, InpaintBody
+from worker.api.sse import encode_event, stream_job
 from worker.api.state import WorkerState
+from worker.engine.events import Event
 from worker.engine.job import Job
 from worker.engine.request import Task
-from worker.errors import WorkerError
+from worker.errors import NotReady, WorkerError
+from worker.webhooks.sender import Delivery
 
 router = APIRouter()
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -114,15 +116,22 @@ async def list_jobs(state: State) -> dict[str, Any]:
 
 @router.get("/v1/jobs/{job_id}")
 async def get_job(job_id: str, state: State) -> dict[str, Any]:
-    """A job's status, progress and (when done) result."""
-    return state.engine.get(job_id).view()
+    """A job's status, progress and (when done) result; also for journaled jobs from before a restart."""
+    return await state.tracker.view(job_id)
 
 
-@router.get("/v1/jobs/{job_id}/events")
-async def job_events(job_id: str, state: State) -> StreamingResponse:
-    """The job's SSE stream from its first event, then live; leaving does not cancel the job."""
-    job = state.engine.get(job_id)
-    stream = stream_job(job, state.settings.keepalive_seconds)
+@router.get("/v1/jobs/{job_id}/events", response_model=None)
+async def job_events(job_id: str, request: Request, state: State) -> Response:
+    """The job's SSE stream after `Last-Event-ID` (from its first event without one), then live; 204 once the
+    final event was seen, so an `EventSource` stops reconnecting. Leaving does not cancel the job."""
+    after = _last_event_id(request)
+    try:
+        job = state.engine.get(job_id)
+    except WorkerError:
+        return await _journaled_events(job_id, after, state)
+    if job.status.final and after >= len(job.events.snapshot()) - 1:
+        return Response(status_code=204)
+    stream = stream_job(job, state.settings.keepalive_seconds, after=after)
     return StreamingResponse(stream, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
@@ -136,13 +145,61 @@ async def cancel_job(job_id: str, state: State) -> dict[str, Any]:
 
 async def _generate(task: Task, body: GenerationBody, request: Request, state: WorkerState) -> Response:
     state.require_ready()
+    await state.tracker.check_webhook(body.webhook_url)
     job = await state.service.submit(task, body)
+    token = state.tokens.issue(job.id)
+    if _prefers_async(request):
+        return await _accepted(job, task, body, token, state)
+    state.tracker.follow(job, Delivery(body.webhook_url) if body.webhook_url else None)
     if _wants_json(request):
-        return await _wait_json(job, request, state)
+        response = await _wait_json(job, request, state)
+        response.headers["X-Stream-Token"] = token
+        return response
     cancel = functools.partial(state.engine.cancel, reason="client disconnected")
     stream = stream_job(job, state.settings.keepalive_seconds, on_disconnect=cancel)
-    headers = {**SSE_HEADERS, "X-Job-Id": job.id}
+    headers = {**SSE_HEADERS, "X-Job-Id": job.id, "X-Stream-Token": token}
     return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+
+
+async def _accepted(job: Job, task: Task, body: GenerationBody, token: str, state: WorkerState) -> JSONResponse:
+    """`Prefer: respond-async`: journal the job (its seed fixed, so a rerun makes the same images), answer 202."""
+    journaled = body.model_dump(mode="json", exclude={"webhook_url"}) | {"seed": job.request.seeds[0]}
+    await state.tracker.accept(job, task, journaled, body.webhook_url)
+    location = f"/v1/jobs/{job.id}"
+    content = {"job_id": job.id, "status": "queued", "location": location, "events": f"{location}/events",
+               "stream_token": token}  # fmt: skip
+    headers = {"Location": location, "Preference-Applied": "respond-async", "X-Job-Id": job.id}
+    return JSONResponse(content, status_code=202, headers=headers)
+
+
+async def resubmit(state: WorkerState, task: str, journaled: dict[str, Any], job_id: str) -> Job:
+    """Queue a journaled job again after a restart, under its old id (the tracker's `Resubmit`)."""
+    body = TASK_BODIES[task].model_validate(journaled)
+    return await state.service.submit(cast(Task, task), body, job_id)
+
+
+def _prefers_async(request: Request) -> bool:
+    """RFC 7240 `Prefer: respond-async` (among other preferences, any case)."""
+    preferences = ",".join(request.headers.getlist("prefer")).split(",")
+    return any(p.split(";")[0].split("=")[0].strip().lower() == "respond-async" for p in preferences)
+
+
+def _last_event_id(request: Request) -> int:
+    """The `Last-Event-ID` header (or `last_event_id` query parameter) as a sequence number; -1 when absent."""
+    value = request.headers.get("last-event-id") or request.query_params.get("last_event_id") or ""
+    return int(value) if value.strip().isdigit() else -1
+
+
+async def _journaled_events(job_id: str, after: int, state: WorkerState) -> Response:
+    """A job known only to the journal (finished before a restart): its final event once, then 204."""
+    view = await state.tracker.view(job_id)
+    if view["status"] in ("queued", "running"):
+        raise NotReady("the worker is recovering its journaled jobs; this one runs again shortly")
+    if after >= 0:
+        return Response(status_code=204)
+    final = Event("complete", view["result"], 0) if "result" in view else Event("error", {"job_id": job_id,
+                  **view.get("error", {})}, 0)  # fmt: skip
+    return Response(encode_event(final), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 def _wants_json(request: Request) -> bool:

@@ -31,10 +31,10 @@ class GenerationService:
         self.family = family
         self.limits = limits
 
-    async def submit(self, task: Task, body: GenerationBody) -> Job:
+    async def submit(self, task: Task, body: GenerationBody, job_id: str | None = None) -> Job:
         """Validate and decode off the event loop (base64 + image decoding is heavy), then queue."""
         request = await run_in_threadpool(self.resolve, task, body)
-        return self.engine.submit(request)
+        return self.engine.submit(request, job_id)
 
     async def wait(self, job: Job, is_disconnected: Callable[[], Awaitable[bool]]) -> dict[str, Any]:
         """Wait for the job's result; a client that leaves meanwhile cancels it; a failed job raises JobFailed."""
@@ -98,7 +98,7 @@ class GenerationService:
         loras = self._loras(body)
         seed = body.seed if body.seed is not None and body.seed >= 0 else secrets.randbelow(SEED_SPACE)
         seeds = tuple((seed + i) % SEED_SPACE for i in range(body.num_samples))
-        echo: dict[str, Any] = body.model_dump(exclude={"image", "mask", "prompt_embeds"})
+        echo: dict[str, Any] = body.model_dump(exclude={"image", "mask", "prompt_embeds", "webhook_url"})
         echo.update(task=task, steps=steps, guidance_scale=guidance, width=width, height=height, model=family.name)
         if body.prompt_embeds is not None:
             echo["embedding_id"] = body.prompt_embeds.embedding_id

@@ -18,12 +18,16 @@ def encode_event(event: Event) -> bytes:
 
 
 async def stream_job(
-    job: Job, keepalive: float, on_disconnect: Callable[[Job], None] | None = None
+    job: Job, keepalive: float, on_disconnect: Callable[[Job], None] | None = None, after: int = -1
 ) -> AsyncIterator[bytes]:
-    """Replay and follow the job's events; if the stream ends before the job does, call `on_disconnect`."""
+    """Replay (the events after sequence number `after`) and follow the job's events; if the stream ends before
+    the job does, call `on_disconnect`."""
     try:
         async for event in job.events.follow(keepalive):
-            yield KEEPALIVE if event is None else encode_event(event)
+            if event is None:
+                yield KEEPALIVE
+            elif event.seq > after:
+                yield encode_event(event)
     finally:
         if on_disconnect is not None and not job.status.final:
             on_disconnect(job)

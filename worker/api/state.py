@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from worker.api.service import GenerationService
+from worker.api.tokens import StreamTokens
+from worker.api.tracker import JobTracker
 from worker.backends.base import ImageGenerationBackend
 from worker.config import Settings
 from worker.engine.engine import Engine
@@ -23,6 +25,8 @@ class WorkerState:
     backend: ImageGenerationBackend
     engine: Engine
     service: GenerationService
+    tracker: JobTracker
+    tokens: StreamTokens
     started_at: float = field(default_factory=time.monotonic)
     status: Literal["loading", "healthy", "degraded", "draining"] = "loading"
     reason: str = "loading the model"

@@ -92,9 +92,11 @@ class Engine:
         active = self._executor.active
         return active[0] if active else None
 
-    def submit(self, request: GenerationRequest) -> Job:
-        """Queue a job (raises QueueFull) and remember it."""
+    def submit(self, request: GenerationRequest, job_id: str | None = None) -> Job:
+        """Queue a job (raises QueueFull) and remember it; `job_id` keeps a journaled job's id across a restart."""
         job = Job(request=request, timeout=self._job_timeout)
+        if job_id is not None:
+            job.id = job_id
         with self._lock:
             self._prune()
             self._jobs[job.id] = job
