@@ -184,6 +184,7 @@ def generate(
     compile: Compile = None,
 ) -> None:
     """Generate one job in-process, with a progress bar, and write the image(s)."""
+    from worker.engine.protocol import GenerationParams
     from worker.oneshot import run_oneshot
 
     settings = _settings(
@@ -191,11 +192,11 @@ def generate(
         cuda_device=cuda_device, use_f16=use_f16, use_flash_attn=use_flash_attn, vae_tiling=vae_tiling,
         vae_slicing=vae_slicing, offload=offload, compile=compile,
     )  # fmt: skip
-    body = {
-        "prompt": prompt, "negative_prompt": negative_prompt, "steps": steps, "guidance_scale": guidance_scale,
-        "seed": seed, "width": width, "height": height, "num_samples": num_samples, "scheduler": scheduler,
-    }  # fmt: skip
-    raise typer.Exit(run_oneshot(settings, {k: v for k, v in body.items() if v is not None}, output))
+    params = GenerationParams(
+        prompt=prompt, negative_prompt=negative_prompt, steps=steps, guidance_scale=guidance_scale, seed=seed,
+        width=width, height=height, num_samples=num_samples, scheduler=scheduler,
+    )  # fmt: skip
+    raise typer.Exit(run_oneshot(settings, params, output))
 
 
 def main() -> None:

@@ -63,6 +63,15 @@ def decode_mask(data: str, field: str, max_pixels: int) -> Image.Image:
     return open_upload(b64decode_field(data, field), field, max_pixels).convert("L")
 
 
+def alpha_mask(mask: Image.Image, field: str) -> Image.Image:
+    """A mask in OpenAI's convention (fully transparent = edit) as ours (white = repaint)."""
+    if "A" not in mask.getbands():
+        raise InvalidRequest(
+            f"{field} must have an alpha channel: fully transparent pixels mark the area to edit", field=field
+        )
+    return mask.getchannel("A").point(lambda alpha: 255 if alpha == 0 else 0)
+
+
 def fit_image(image: Image.Image, width: int, height: int) -> Image.Image:
     """Resize `image` to exactly width×height (Lanczos) unless it already is."""
     if image.size == (width, height):
@@ -168,10 +177,15 @@ def to_base64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def preview_jpeg(image: Image.Image, max_side: int = 256) -> str:
-    """A small JPEG of an intermediate image, base64 (for `preview` events)."""
+def preview_bytes(image: Image.Image, max_side: int = 256) -> bytes:
+    """A small JPEG of an intermediate image (for `Preview` events)."""
     small = image.copy()
     small.thumbnail((max_side, max_side))
     buffer = io.BytesIO()
     small.convert("RGB").save(buffer, "JPEG", quality=75)
-    return to_base64(buffer.getvalue())
+    return buffer.getvalue()
+
+
+def preview_jpeg(image: Image.Image, max_side: int = 256) -> str:
+    """The same small JPEG, base64, as a `preview` event carries it."""
+    return to_base64(preview_bytes(image, max_side))

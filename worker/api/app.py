@@ -15,20 +15,17 @@ from worker import __version__
 from worker.api.errors import install_error_handlers
 from worker.api.lifecycle import start_registration
 from worker.api.middleware import BearerAuth, BodySizeLimit
+from worker.api.native.router import resubmit, router
 from worker.api.openai.router import router as openai_router
 from worker.api.request_id import RequestId
-from worker.api.routes import resubmit, router
-from worker.api.service import GenerationService
 from worker.api.state import WorkerState
 from worker.api.tokens import StreamTokens
 from worker.api.tracker import JobTracker
-from worker.backends.base import ImageGenerationBackend
-from worker.backends.resolver import create_backend
 from worker.config import Settings
-from worker.engine.engine import Engine
+from worker.engine.engine import Engine, build_engine
+from worker.engine.protocol import ImageGenerationBackend
 from worker.errors import WorkerError
 from worker.journal import JobJournal
-from worker.outputs import OutputStore
 from worker.webhooks.policy import WebhookPolicy
 from worker.webhooks.sender import WebhookConfig, WebhookSender
 
@@ -42,27 +39,12 @@ def create_app(
     on_fatal: Callable[[str], None] | None = None,
 ) -> FastAPI:
     """Build the app. `backend` may be injected (tests share one loaded model); `on_fatal` hears load errors."""
-    backend = backend if backend is not None else create_backend(settings)
-    state_dir = settings.state_dir
-    store = OutputStore(
-        settings.output_dir, settings.output_keep, settings.output_max_age, settings.output_url,
-        fallback=state_dir / "files" if state_dir is not None else None,
-    )  # fmt: skip
-    engine = Engine(
-        backend,
-        max_queue=settings.max_queue,
-        job_timeout=settings.job_timeout,
-        keep_results=settings.keep_results,
-        result_ttl=settings.result_ttl,
-        store=store,
-        max_batch=settings.max_batch,
-        batch_window=settings.batch_window_ms / 1000,
-        png_level=settings.png_compression,
-    )
-    state = WorkerState(
-        settings, backend, engine, GenerationService(engine, backend.family, settings.limits),
-        _tracker(settings, engine), StreamTokens(settings.api_key),
-    )  # fmt: skip
+    if backend is None:
+        from worker.backends.resolver import create_backend  # torch comes with the backend, not with the API
+
+        backend = create_backend(settings)
+    engine = build_engine(settings, backend)
+    state = WorkerState(settings, backend, engine, _tracker(settings, engine), StreamTokens(settings.api_key))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

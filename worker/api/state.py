@@ -1,18 +1,20 @@
-"""What the running app holds (on `app.state.worker`): settings, backend, engine, service, readiness."""
+"""What the running app holds (on `app.state.worker`): settings, backend, engine, readiness; and the FastAPI
+dependency that hands it to routes."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
-from worker.api.service import GenerationService
+from fastapi import Depends, Request
+
 from worker.api.tokens import StreamTokens
 from worker.api.tracker import JobTracker
-from worker.backends.base import ImageGenerationBackend
 from worker.config import Settings
 from worker.engine.engine import Engine
+from worker.engine.protocol import ImageGenerationBackend
 from worker.errors import NotReady
 from worker.registration.registrar import Registrar
 
@@ -24,7 +26,6 @@ class WorkerState:
     settings: Settings
     backend: ImageGenerationBackend
     engine: Engine
-    service: GenerationService
     tracker: JobTracker
     tokens: StreamTokens
     started_at: float = field(default_factory=time.monotonic)
@@ -51,3 +52,12 @@ class WorkerState:
         """Raise 503 unless jobs can be accepted."""
         if not self.ready:
             raise NotReady(f"the worker is not ready: {self.reason}")
+
+
+def worker_state(request: Request) -> WorkerState:
+    """The app's `WorkerState` (a FastAPI dependency)."""
+    state: WorkerState = request.app.state.worker
+    return state
+
+
+State = Annotated[WorkerState, Depends(worker_state)]

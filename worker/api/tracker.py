@@ -12,7 +12,9 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from worker.api.native.serializer import job_view
 from worker.engine.engine import Engine
+from worker.engine.events import Started
 from worker.engine.job import Job, JobStatus
 from worker.errors import NotFound, QueueFull, WorkerError
 from worker.journal import JobJournal, JournaledJob
@@ -69,7 +71,7 @@ class JobTracker:
     async def view(self, job_id: str) -> dict[str, Any]:
         """`GET /v1/jobs/{id}`: the live job, or what the journal remembers from before a restart."""
         try:
-            view = self.engine.get(job_id).view()
+            view = await run_in_threadpool(job_view, self.engine.get(job_id))  # base64 of the images
         except NotFound:
             row = await self._journaled(job_id)
             if row is None:
@@ -145,12 +147,12 @@ class JobTracker:
             self._send(row.id, delivery, view, journal)
 
     async def _follow(self, job: Job, delivery: Delivery | None, journal: JobJournal | None) -> None:
-        async for event in job.events.follow(keepalive=60.0):
-            if journal is not None and event is not None and event.name == "started":
+        async for entry in job.events.follow(keepalive=60.0):
+            if journal is not None and entry is not None and isinstance(entry.event, Started):
                 await run_in_threadpool(journal.running, job.id)
         if self._stopping and job.status is JobStatus.CANCELLED:
             return  # cut short by the shutdown, not by a user: the journal keeps it for the next start
-        view = job.view()
+        view = await run_in_threadpool(job_view, job)
         if journal is not None:
             await run_in_threadpool(journal.finish, job.id, view)
             await run_in_threadpool(journal.prune, self._keep, self._max_age)

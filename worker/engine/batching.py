@@ -13,8 +13,8 @@ import time
 from collections.abc import Hashable
 
 from worker.engine.job import Job
+from worker.engine.protocol import GenerationRequest
 from worker.engine.queue import JobQueue
-from worker.engine.request import GenerationRequest
 
 BatchKey = tuple[Hashable, ...]
 

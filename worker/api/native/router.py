@@ -1,38 +1,30 @@
-"""The native routes: parse → call the service → respond. Each handler stays a few lines."""
+"""The native routes: parse → `to_params()` → engine → serialize. Each handler stays a few lines."""
 
 from __future__ import annotations
 
 import functools
 import time
-from typing import Annotated, Any, cast
+from typing import Any, cast
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from worker import __version__
+from worker.api import serving
 from worker.api.errors import error_response
 from worker.api.lifecycle import capabilities
-from worker.api.schemas import TASK_BODIES, EncodeBody, GenerationBody, Img2ImgBody, InpaintBody
-from worker.api.sse import encode_event, stream_job
-from worker.api.state import WorkerState
-from worker.engine.events import Event
+from worker.api.native import serializer
+from worker.api.native.protocol import TASK_BODIES, EncodeBody, GenerationBody, Img2ImgBody, InpaintBody
+from worker.api.sse import SSE_HEADERS, frame, stream_job
+from worker.api.state import State, WorkerState
 from worker.engine.job import Job
-from worker.engine.request import Task
+from worker.engine.protocol import Task
+from worker.engine.resolve import encode_prompt
 from worker.errors import NotReady, WorkerError
 from worker.webhooks.sender import Delivery
 
 router = APIRouter()
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-def worker_state(request: Request) -> WorkerState:
-    """The app's `WorkerState` (a FastAPI dependency)."""
-    state: WorkerState = request.app.state.worker
-    return state
-
-
-State = Annotated[WorkerState, Depends(worker_state)]
 
 
 @router.get("/health")
@@ -91,7 +83,10 @@ async def inpaint(body: InpaintBody, request: Request, state: State) -> Response
 async def encode(body: EncodeBody, state: State) -> dict[str, Any]:
     """Prompt → embedding envelope, for a `--components denoiser` worker's prompt_embeds."""
     state.require_ready()
-    return await run_in_threadpool(state.service.encode, body)
+    return await run_in_threadpool(
+        encode_prompt, state.backend, state.engine.limits, body.prompt, body.negative_prompt, body.guidance_scale,
+        body.dtype,
+    )  # fmt: skip
 
 
 @router.get("/v1/loras")
@@ -111,7 +106,7 @@ async def refresh_loras(state: State) -> dict[str, Any]:
 @router.get("/v1/jobs")
 async def list_jobs(state: State) -> dict[str, Any]:
     """Every job still remembered (queued, running, and recent finished ones), without images."""
-    return {"jobs": [job.view(with_result=False) for job in state.engine.jobs()]}
+    return {"jobs": [serializer.job_view(job, with_result=False) for job in state.engine.jobs()]}
 
 
 @router.get("/v1/jobs/{job_id}")
@@ -131,7 +126,7 @@ async def job_events(job_id: str, request: Request, state: State) -> Response:
         return await _journaled_events(job_id, after, state)
     if job.status.final and after >= len(job.events.snapshot()) - 1:
         return Response(status_code=204)
-    stream = stream_job(job, state.settings.keepalive_seconds, after=after)
+    stream = stream_job(job, state.settings.keepalive_seconds, serializer.frames, after=after)
     return StreamingResponse(stream, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
@@ -140,13 +135,13 @@ async def cancel_job(job_id: str, state: State) -> dict[str, Any]:
     """Cancel a queued or running job (a no-op on a finished one)."""
     job = state.engine.get(job_id)
     state.engine.cancel(job, "cancelled by DELETE /v1/jobs")
-    return job.view()
+    return serializer.job_view(job)
 
 
 async def _generate(task: Task, body: GenerationBody, request: Request, state: WorkerState) -> Response:
     state.require_ready()
     await state.tracker.check_webhook(body.webhook_url)
-    job = await state.service.submit(task, body)
+    job = await serving.submit(state.engine, functools.partial(body.to_params, task))
     token = state.tokens.issue(job.id)
     if _prefers_async(request):
         return await _accepted(job, task, body, token, state)
@@ -156,7 +151,7 @@ async def _generate(task: Task, body: GenerationBody, request: Request, state: W
         response.headers["X-Stream-Token"] = token
         return response
     cancel = functools.partial(state.engine.cancel, reason="client disconnected")
-    stream = stream_job(job, state.settings.keepalive_seconds, on_disconnect=cancel)
+    stream = stream_job(job, state.settings.keepalive_seconds, serializer.frames, on_disconnect=cancel)
     headers = {**SSE_HEADERS, "X-Job-Id": job.id, "X-Stream-Token": token}
     return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
 
@@ -175,7 +170,7 @@ async def _accepted(job: Job, task: Task, body: GenerationBody, token: str, stat
 async def resubmit(state: WorkerState, task: str, journaled: dict[str, Any], job_id: str) -> Job:
     """Queue a journaled job again after a restart, under its old id (the tracker's `Resubmit`)."""
     body = TASK_BODIES[task].model_validate(journaled)
-    return await state.service.submit(cast(Task, task), body, job_id)
+    return await serving.submit(state.engine, functools.partial(body.to_params, cast(Task, task)), job_id)
 
 
 def _prefers_async(request: Request) -> bool:
@@ -197,9 +192,11 @@ async def _journaled_events(job_id: str, after: int, state: WorkerState) -> Resp
         raise NotReady("the worker is recovering its journaled jobs; this one runs again shortly")
     if after >= 0:
         return Response(status_code=204)
-    final = Event("complete", view["result"], 0) if "result" in view else Event("error", {"job_id": job_id,
-                  **view.get("error", {})}, 0)  # fmt: skip
-    return Response(encode_event(final), media_type="text/event-stream", headers=SSE_HEADERS)
+    if "result" in view:
+        final = frame("complete", view["result"], 0)
+    else:
+        final = frame("error", {"job_id": job_id, **view.get("error", {})}, 0)
+    return Response(final, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 def _wants_json(request: Request) -> bool:
@@ -210,10 +207,10 @@ def _wants_json(request: Request) -> bool:
 async def _wait_json(job: Job, request: Request, state: WorkerState) -> JSONResponse:
     """Wait for the job's end; a client that leaves meanwhile cancels it."""
     try:
-        result = await state.service.wait(job, request.is_disconnected)
+        result = await serving.wait(state.engine, job, request.is_disconnected)
     except WorkerError as exc:
         response = error_response(exc.status, exc.code, exc.message)
     else:
-        response = JSONResponse(result)
+        response = JSONResponse(await run_in_threadpool(serializer.result_body, job.id, result))
     response.headers["X-Job-Id"] = job.id
     return response
