@@ -112,6 +112,10 @@ def serve(
     heartbeat_interval: Annotated[float | None, typer.Option(help="Seconds between heartbeats (30).")] = None,
     advertise_url: Annotated[str | None, typer.Option(help="URL the hive should call (http://host:port).")] = None,
     drain_timeout: Annotated[float | None, typer.Option(help="Seconds a job may run on after SIGTERM (30).")] = None,
+    served_model_name: Annotated[
+        list[str] | None,
+        typer.Option(help="Another name the model answers to on the OpenAI API (repeatable; dall-e-3 etc. always)."),
+    ] = None,
     state_dir: Annotated[
         Path | None, typer.Option(help="Journal async jobs here (SQLite) so they survive a crash and restart.")
     ] = None,
@@ -140,7 +144,8 @@ def serve(
         callback_url=callback_url,
         lora_dir=lora_dir, preview_decoder=preview_decoder,
         heartbeat_url=heartbeat_url, heartbeat_interval=heartbeat_interval, advertise_url=advertise_url,
-        drain_timeout=drain_timeout, state_dir=state_dir, webhook_allow=webhook_allow, webhook_secret=webhook_secret,
+        drain_timeout=drain_timeout, served_model_name=served_model_name, state_dir=state_dir,
+        webhook_allow=webhook_allow, webhook_secret=webhook_secret,
         webhook_tries=webhook_tries, webhook_backoff=webhook_backoff, webhook_timeout=webhook_timeout,
     )  # fmt: skip
     from worker.api.request_id import RequestIdFilter

@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     keep_results: int = Field(256, ge=1, description="Finished jobs kept for GET /v1/jobs/{id}.")
     result_ttl: float = Field(3600.0, gt=0, description="Seconds a finished job is kept.")
     keepalive_seconds: float = Field(15.0, gt=0)
+    served_model_name: list[str] = Field(
+        default_factory=list, description="More names the model answers to on the OpenAI API (repeatable)."
+    )
     state_dir: Path | None = Field(
         None, description="Journal accepted async jobs (SQLite) and keep url-response files here, across restarts."
     )

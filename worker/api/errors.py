@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
+from worker.api.openai.params import openai_param
 from worker.api.request_id import current as current_request_id
 from worker.errors import QueueFull, WorkerError
 
@@ -23,7 +24,8 @@ def error_response(
     status: int, code: str, message: str, field: str | None = None, *, openai: bool = False
 ) -> JSONResponse:
     """The JSON error body: ours `{"error": {code, message, field?}}`, or OpenAI's on the OpenAI routes."""
-    if openai:
+    if openai:  # OpenAI answers every invalid value with 400 and names its own parameter
+        status, field = (400 if status == 422 else status), openai_param(field)
         kind = "invalid_request_error" if status < 500 else "server_error"
         body: dict[str, str | None] = {"message": message, "type": kind, "param": field, "code": code}
     else:
