@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import live_server, parse_sse, worker_settings
+from tests.support import live_server, parse_sse, worker_settings
 
 BODY = {"prompt": "a lighthouse", "steps": 3, "width": 64, "height": 64, "seed": 21, "num_samples": 2}
 ASYNC = {"Prefer": "respond-async"}

@@ -12,9 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import live_server, parse_sse, worker_settings
-from tests.helpers import decode, pixels
-from tests.test_cancel import Calls, slow_denoiser
+from tests.support import Calls, decode, live_server, parse_sse, pixels, slow_denoiser, worker_settings
 from worker.backends.cpu import CpuBackend
 from worker.engine.batching import batch_key
 from worker.engine.protocol import GenerationRequest

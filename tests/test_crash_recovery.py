@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import worker_process
+from tests.support import worker_process
 
 ASYNC = {"Prefer": "respond-async"}
 # the demo model (the CLI's default) at its native 64x64; the first job is slow enough to be caught running

@@ -15,8 +15,7 @@ import openai
 import pytest
 from PIL import Image
 
-from tests.conftest import live_server, worker_settings
-from tests.helpers import decode, init_image, pixels
+from tests.support import decode, init_image, live_server, pixels, worker_settings
 
 NV = {"num_inference_steps": 3, "seed": 5}
 ALIASES = ["dall-e-2", "dall-e-3", "gpt-image-1", "gpt-image-1-mini"]

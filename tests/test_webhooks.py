@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import decode, pixels
+from tests.support import decode, pixels
 from worker.journal import JobJournal
 
 SECRET = "whsec-test"

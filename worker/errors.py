@@ -18,13 +18,6 @@ class WorkerError(Exception):
         self.message = message
         self.field = field
 
-    def to_dict(self) -> dict[str, str]:
-        """The `error` object of a JSON error body."""
-        body = {"code": self.code, "message": self.message}
-        if self.field is not None:
-            body["field"] = self.field
-        return body
-
 
 class InvalidRequest(WorkerError):
     """The request is well-formed JSON but a value is not allowed."""

@@ -53,16 +53,6 @@ def open_upload(raw: bytes, field: str, max_pixels: int) -> Image.Image:
     return ImageOps.exif_transpose(image)
 
 
-def decode_image(data: str, field: str, max_pixels: int) -> Image.Image:
-    """An uploaded init image as RGB (alpha is dropped: generation works on opaque pixels)."""
-    return open_upload(b64decode_field(data, field), field, max_pixels).convert("RGB")
-
-
-def decode_mask(data: str, field: str, max_pixels: int) -> Image.Image:
-    """An uploaded mask as 8-bit grey: white (255) = repaint, black (0) = keep."""
-    return open_upload(b64decode_field(data, field), field, max_pixels).convert("L")
-
-
 def alpha_mask(mask: Image.Image, field: str) -> Image.Image:
     """A mask in OpenAI's convention (fully transparent = edit) as ours (white = repaint)."""
     if "A" not in mask.getbands():

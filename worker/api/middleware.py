@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hmac
 import json
+from typing import Any
 from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from worker.api.errors import error_body, is_openai
 from worker.api.tokens import StreamTokens
 
 
@@ -22,12 +24,11 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        openai = is_openai(scope["path"])
         length = dict(scope["headers"]).get(b"content-length", b"0")
         if length.isdigit() and int(length) > self.max_bytes:
-            await _send_json(send, 413, {"error": {
-                "code": "payload_too_large",
-                "message": f"the body is {int(length)} bytes; the limit is {self.max_bytes}",
-            }})  # fmt: skip
+            message = f"the body is {int(length)} bytes; the limit is {self.max_bytes}"
+            await _send_json(send, 413, error_body(413, "payload_too_large", message, openai=openai))
             return
         received = 0
         refused = False
@@ -40,9 +41,8 @@ class BodySizeLimit:
                 if received > self.max_bytes:
                     # answer here (FastAPI would turn a raised error into a 400) and stop the app's reading
                     refused = True
-                    await _send_json(send, 413, {"error": {
-                        "code": "payload_too_large", "message": f"the body is over {self.max_bytes} bytes",
-                    }})  # fmt: skip
+                    text = f"the body is over {self.max_bytes} bytes"
+                    await _send_json(send, 413, error_body(413, "payload_too_large", text, openai=openai))
                     return {"type": "http.disconnect"}
             return message
 
@@ -53,7 +53,7 @@ class BodySizeLimit:
         await self.app(scope, counting_receive, guarded_send)
 
 
-async def _send_json(send: Send, status: int, payload: dict[str, object]) -> None:
+async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
     body = json.dumps(payload).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -67,7 +67,6 @@ class BearerAuth:
     """
 
     OPEN_PATHS = ("/health",)
-    OPENAI_PATHS = ("/v1/images", "/v1/models", "/v1/files")
 
     def __init__(self, app: ASGIApp, api_key: str, tokens: StreamTokens) -> None:
         self.app = app
@@ -83,11 +82,9 @@ class BearerAuth:
             await self.app(scope, receive, send)
             return
         message = "missing or wrong API key: send Authorization: Bearer <key>"
-        if scope["path"].startswith(self.OPENAI_PATHS):
-            error = {"message": message, "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}
-        else:
-            error = {"code": "unauthorized", "message": message}
-        await _send_json(_with_header(send, b"www-authenticate", b"Bearer"), 401, {"error": error})
+        openai = is_openai(scope["path"])
+        body = error_body(401, "invalid_api_key" if openai else "unauthorized", message, openai=openai)
+        await _send_json(_with_header(send, b"www-authenticate", b"Bearer"), 401, body)
 
     def _stream_token_ok(self, scope: Scope) -> bool:
         if scope["method"] != "GET":
