@@ -204,3 +204,19 @@ async def test_a_failed_job_is_reported_with_its_error(client_for: Any, receiver
         await until(lambda: len(receiver.calls) == 1)
     payload = receiver.verified(0)
     assert payload["status"] == "failed" and payload["error"]["code"] == "timeout"
+
+
+async def test_a_receiver_that_is_down_fails_only_its_webhook(client_for: Any) -> None:
+    from tests.support import free_port
+
+    down = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens there
+    async with client_for("sd15", **hooks()) as client:
+        done = await client.post("/execute", json={**BODY, "webhook_url": down}, headers=JSON)
+        assert done.status_code == 200 and done.json()["images"]
+        job_url = f"/v1/jobs/{done.headers['x-job-id']}"
+        deadline = time.monotonic() + 30
+        while (webhook := (await client.get(job_url)).json()["webhook"])["status"] == "pending":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+    assert webhook["status"] == "failed" and len(webhook["attempts"]) == 3
+    assert all("ConnectError" in attempt["error"] for attempt in webhook["attempts"])
