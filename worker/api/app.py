@@ -15,7 +15,8 @@ from worker import __version__
 from worker.api.errors import install_error_handlers
 from worker.api.lifecycle import start_registration
 from worker.api.middleware import BearerAuth, BodySizeLimit
-from worker.api.native.router import resubmit, router
+from worker.api.native.async_jobs import resubmit
+from worker.api.native.router import router
 from worker.api.openai.router import router as openai_router
 from worker.api.request_id import RequestId
 from worker.api.state import WorkerState

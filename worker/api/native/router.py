@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Any, cast
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -15,13 +15,14 @@ from worker.api import serving
 from worker.api.errors import error_response
 from worker.api.lifecycle import capabilities
 from worker.api.native import serializer
-from worker.api.native.protocol import TASK_BODIES, EncodeBody, GenerationBody, Img2ImgBody, InpaintBody
-from worker.api.sse import SSE_HEADERS, frame, stream_job
+from worker.api.native.async_jobs import accepted, journaled_events, last_event_id, prefers_async
+from worker.api.native.protocol import EncodeBody, GenerationBody, Img2ImgBody, InpaintBody
+from worker.api.sse import SSE_HEADERS, stream_job
 from worker.api.state import State, WorkerState
 from worker.engine.job import Job
 from worker.engine.protocol import Task
 from worker.engine.resolve import encode_prompt
-from worker.errors import NotReady, WorkerError
+from worker.errors import NotFound, WorkerError
 from worker.webhooks.sender import Delivery
 
 router = APIRouter()
@@ -119,11 +120,11 @@ async def get_job(job_id: str, state: State) -> dict[str, Any]:
 async def job_events(job_id: str, request: Request, state: State) -> Response:
     """The job's SSE stream after `Last-Event-ID` (from its first event without one), then live; 204 once the
     final event was seen, so an `EventSource` stops reconnecting. Leaving does not cancel the job."""
-    after = _last_event_id(request)
+    after = last_event_id(request)
     try:
         job = state.engine.get(job_id)
-    except WorkerError:
-        return await _journaled_events(job_id, after, state)
+    except NotFound:
+        return await journaled_events(job_id, after, state)
     if job.status.final and after >= len(job.events.snapshot()) - 1:
         return Response(status_code=204)
     stream = stream_job(job, state.settings.keepalive_seconds, serializer.frames, after=after)
@@ -143,8 +144,8 @@ async def _generate(task: Task, body: GenerationBody, request: Request, state: W
     await state.tracker.check_webhook(body.webhook_url)
     job = await serving.submit(state.engine, functools.partial(body.to_params, task))
     token = state.tokens.issue(job.id)
-    if _prefers_async(request):
-        return await _accepted(job, task, body, token, state)
+    if prefers_async(request):
+        return await accepted(job, task, body, token, state)
     state.tracker.follow(job, Delivery(body.webhook_url) if body.webhook_url else None)
     if _wants_json(request):
         response = await _wait_json(job, request, state)
@@ -154,49 +155,6 @@ async def _generate(task: Task, body: GenerationBody, request: Request, state: W
     stream = stream_job(job, state.settings.keepalive_seconds, serializer.frames, on_disconnect=cancel)
     headers = {**SSE_HEADERS, "X-Job-Id": job.id, "X-Stream-Token": token}
     return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
-
-
-async def _accepted(job: Job, task: Task, body: GenerationBody, token: str, state: WorkerState) -> JSONResponse:
-    """`Prefer: respond-async`: journal the job (its seed fixed, so a rerun makes the same images), answer 202."""
-    journaled = body.model_dump(mode="json", exclude={"webhook_url"}) | {"seed": job.request.seeds[0]}
-    await state.tracker.accept(job, task, journaled, body.webhook_url)
-    location = f"/v1/jobs/{job.id}"
-    content = {"job_id": job.id, "status": "queued", "location": location, "events": f"{location}/events",
-               "stream_token": token}  # fmt: skip
-    headers = {"Location": location, "Preference-Applied": "respond-async", "X-Job-Id": job.id}
-    return JSONResponse(content, status_code=202, headers=headers)
-
-
-async def resubmit(state: WorkerState, task: str, journaled: dict[str, Any], job_id: str) -> Job:
-    """Queue a journaled job again after a restart, under its old id (the tracker's `Resubmit`)."""
-    body = TASK_BODIES[task].model_validate(journaled)
-    return await serving.submit(state.engine, functools.partial(body.to_params, cast(Task, task)), job_id)
-
-
-def _prefers_async(request: Request) -> bool:
-    """RFC 7240 `Prefer: respond-async` (among other preferences, any case)."""
-    preferences = ",".join(request.headers.getlist("prefer")).split(",")
-    return any(p.split(";")[0].split("=")[0].strip().lower() == "respond-async" for p in preferences)
-
-
-def _last_event_id(request: Request) -> int:
-    """The `Last-Event-ID` header (or `last_event_id` query parameter) as a sequence number; -1 when absent."""
-    value = request.headers.get("last-event-id") or request.query_params.get("last_event_id") or ""
-    return int(value) if value.strip().isdigit() else -1
-
-
-async def _journaled_events(job_id: str, after: int, state: WorkerState) -> Response:
-    """A job known only to the journal (finished before a restart): its final event once, then 204."""
-    view = await state.tracker.view(job_id)
-    if view["status"] in ("queued", "running"):
-        raise NotReady("the worker is recovering its journaled jobs; this one runs again shortly")
-    if after >= 0:
-        return Response(status_code=204)
-    if "result" in view:
-        final = frame("complete", view["result"], 0)
-    else:
-        final = frame("error", {"job_id": job_id, **view.get("error", {})}, 0)
-    return Response(final, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 def _wants_json(request: Request) -> bool:
