@@ -12,7 +12,7 @@ from tests.support import worker_process
 
 ASYNC = {"Prefer": "respond-async"}
 # the demo model (the CLI's default) at its native 64x64; the first job is slow enough to be caught running
-BODIES = [{"prompt": f"a red boat {i}", "steps": 20 if i == 0 else 4, "seed": 300 + i} for i in range(4)]
+BODIES = [{"prompt": f"a red boat {i}", "steps": 100 if i == 0 else 4, "seed": 300 + i} for i in range(4)]
 
 
 def status(url: str, job_id: str) -> dict[str, Any]:
@@ -36,11 +36,11 @@ def test_sigkill_with_one_running_and_three_queued_then_restart(tmp_path: Path) 
     ]
     with worker_process(*args) as (process, url):
         ids = [httpx.post(f"{url}/execute", json=body, headers=ASYNC).json()["job_id"] for body in BODIES]
-        assert {status(url, job_id)["status"] for job_id in ids[1:]} == {"queued"}
         deadline = time.monotonic() + 60
-        while status(url, ids[0])["status"] != "running":
-            assert time.monotonic() < deadline
+        while (first := status(url, ids[0])["status"]) != "running":
+            assert first == "queued" and time.monotonic() < deadline, first
             time.sleep(0.01)
+        assert {status(url, job_id)["status"] for job_id in ids[1:]} == {"queued"}
         process.kill()  # SIGKILL: no drain, no goodbye
         killed_at = time.time()
         process.wait(30)
