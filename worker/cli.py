@@ -26,7 +26,7 @@ def _option(kind: Any, help: str, *names: str) -> Any:
 
 
 MODEL_OPTIONS: dict[str, Any] = {
-    "device": _option(str, "auto | cpu | cuda | mps (auto: cuda → mps → cpu)."),
+    "device": _option(str, "auto | cpu | cuda | mps (auto: cuda → mps → cpu); or rbee's integer index (--backend)."),
     "sd_version": _option(
         str, "Model family: demo, v1-5, v2-1, xl, turbo, 3-medium, 3.5-large, 3.5-large-turbo, z-image-turbo."
     ),
@@ -82,6 +82,13 @@ SERVE_OPTIONS: dict[str, Any] = {
     "webhook_tries": _option(int, "Attempts per webhook (3)."),
     "webhook_backoff": _option(float, "Seconds before the 2nd webhook attempt; doubles (1)."),
     "webhook_timeout": _option(float, "Seconds one webhook attempt may take (10)."),
+    # rbee's spawn line (README, "Running under rbee")
+    "model": _option(Path, "rbee's name for --model-path."),
+    "model_ref": _option(str, "The model's name at the hive (reported back to it)."),
+    "backend": _option(str, "rbee's cpu | cuda | metal; an integer --device is then its index."),
+    "hive_protocol": _option(str, "sd-worker | rbee-b | rbee-c (default: from the flags; see the README)."),
+    "hive_token": _option(str, "Bearer token for the hive and the queen; or SD_WORKER_HIVE_TOKEN."),
+    "queen_url": _option(str, "rbee queen to heartbeat (POST <url>/v1/worker-heartbeat)."),
 }
 
 
@@ -105,12 +112,19 @@ def _settings(**given: Any) -> Settings:
     """Settings from the options the user gave; the rest from SD_WORKER_* env vars and defaults."""
     if "model_config" in given:
         given["model_config_path"] = given.pop("model_config")
+    model = given.pop("model", None)  # rbee spawns workers with `--model <path>`
+    if model is not None:
+        if given.get("model_path") not in (None, model):
+            raise typer.BadParameter("--model and --model-path name the same thing; give one of them")
+        given["model_path"] = model
     from pydantic import ValidationError
 
     try:
         return Settings(**{key: value for key, value in given.items() if value is not None})
     except ValidationError as exc:
         first = exc.errors()[0]
+        if not first["loc"]:  # a check across several options
+            raise typer.BadParameter(str(first["msg"]).removeprefix("Value error, ")) from None
         name = "--" + str(first["loc"][0]).replace("_", "-")
         raise typer.BadParameter(f"{name}: {first['msg']}") from None
 

@@ -26,6 +26,13 @@ class InvalidRequest(WorkerError):
     code = "invalid_request"
 
 
+class Unsupported(WorkerError):
+    """The request asks for a feature this worker does not have (an A1111 hires fix, another checkpoint)."""
+
+    status = 400
+    code = "unsupported"
+
+
 class NotServed(WorkerError):
     """The route needs a component this worker was started without (`--components`)."""
 

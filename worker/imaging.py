@@ -6,6 +6,7 @@ import base64
 import binascii
 import io
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -143,8 +144,9 @@ def infotext(
     height: int,
     model: str,
     strength: float | None = None,
+    extra: Sequence[tuple[str, str]] = (),
 ) -> str:
-    """AUTOMATIC1111's `parameters` format, so tools that read A1111 PNGs read ours."""
+    """AUTOMATIC1111's `parameters` format, so tools that read A1111 PNGs read ours (`extra`: more fields)."""
     lines = [prompt]
     if negative_prompt:
         lines.append(f"Negative prompt: {negative_prompt}")
@@ -158,8 +160,14 @@ def infotext(
     ]
     if strength is not None:
         fields.append(f"Denoising strength: {strength:g}")
+    fields.extend(f"{name}: {_quote(value)}" for name, value in extra)
     lines.append(", ".join(fields))
     return "\n".join(lines)
+
+
+def _quote(value: str) -> str:
+    """An infotext value, JSON-quoted when it holds a separator (A1111's `infotext_utils.quote`)."""
+    return json.dumps(value, ensure_ascii=False) if any(c in value for c in ',\n:"') else value
 
 
 def to_base64(data: bytes) -> str:

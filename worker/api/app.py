@@ -12,12 +12,19 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from worker import __version__
+from worker.api.a1111.options import Options
+from worker.api.a1111.router import extras as a1111_extras
+from worker.api.a1111.router import router as a1111_router
+from worker.api.a1111.serving import A1111State
+from worker.api.capabilities import router as capabilities_router
 from worker.api.errors import install_error_handlers
-from worker.api.lifecycle import start_registration
+from worker.api.lifecycle import start_queen_heartbeat, start_registration
 from worker.api.middleware import BearerAuth, BodySizeLimit
 from worker.api.native.async_jobs import resubmit
 from worker.api.native.router import router
 from worker.api.openai.router import router as openai_router
+from worker.api.playground import install_playground
+from worker.api.rbee.router import router as rbee_router
 from worker.api.request_id import RequestId
 from worker.api.state import WorkerState
 from worker.api.tokens import StreamTokens
@@ -50,6 +57,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.loop = asyncio.get_running_loop()
+        start_queen_heartbeat(state)
         loader = asyncio.create_task(_load(state, on_fatal))
         try:
             yield
@@ -60,13 +68,21 @@ def create_app(
                 await state.registrar.stop()
             state.tracker.stopping()
             await asyncio.to_thread(engine.stop, settings.drain_timeout)
+            if state.queen is not None:
+                await state.queen.stop()
             await state.tracker.close()
 
     app = FastAPI(title="sd-worker", version=__version__, lifespan=lifespan)
     app.state.worker = state
+    app.state.a1111 = A1111State(Options(backend))
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(openai_router)
+    app.include_router(capabilities_router)
+    app.include_router(rbee_router)
+    app.include_router(a1111_router)
+    app.include_router(a1111_extras)
+    install_playground(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
     if settings.api_key:
         app.add_middleware(BearerAuth, api_key=settings.api_key, tokens=state.tokens)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import json
 from typing import Any
@@ -64,27 +66,51 @@ class BearerAuth:
     """With `--api-key`: every route but /health needs `Authorization: Bearer <key>` (compared in constant time).
 
     A job's events route also takes that job's stream token as `?token=` (a browser `EventSource` sends no headers).
+
+    The A1111 routes also take `Authorization: Basic` with the key as the password (any user name), which is how
+    A1111 clients send `--api-auth user:pass`. OPTIONS requests pass: probes and preflights carry no key.
     """
 
-    OPEN_PATHS = ("/health",)
+    OPEN_PATHS = ("/health", "/v1/health")  # probes send no key (rbee's hive probes /v1/health)
+    # the playground page and its files hold no data: the page asks for the key and sends it on API calls
+    PAGE_PREFIX = "/playground/"
+    BASIC_PATHS = ("/sdapi/", "/internal/")
 
     def __init__(self, app: ASGIApp, api_key: str, tokens: StreamTokens) -> None:
         self.app = app
         self.expected = f"Bearer {api_key}".encode()
+        self.key = api_key.encode()
         self.tokens = tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.OPEN_PATHS:
+        if scope["type"] != "http" or self._open(scope["path"]) or scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(b"authorization", b"")
-        if hmac.compare_digest(given, self.expected) or self._stream_token_ok(scope):
+        basic = scope["path"].startswith(self.BASIC_PATHS)
+        token = self._stream_token_ok(scope)
+        if hmac.compare_digest(given, self.expected) or (basic and self._basic_ok(given)) or token:
             await self.app(scope, receive, send)
             return
-        message = "missing or wrong API key: send Authorization: Bearer <key>"
+        scheme = b"Basic" if basic else b"Bearer"
+        accepted = "Basic (the key as password) or Bearer <key>" if basic else "Bearer <key>"
+        message = f"missing or wrong API key: send Authorization: {accepted}"
         openai = is_openai(scope["path"])
         body = error_body(401, "invalid_api_key" if openai else "unauthorized", message, openai=openai)
-        await _send_json(_with_header(send, b"www-authenticate", b"Bearer"), 401, body)
+        await _send_json(_with_header(send, b"www-authenticate", scheme), 401, body)
+
+    def _basic_ok(self, given: bytes) -> bool:
+        scheme, _, encoded = given.partition(b" ")
+        if scheme.lower() != b"basic":
+            return False
+        try:
+            _, _, password = base64.b64decode(encoded, validate=True).partition(b":")
+        except (binascii.Error, ValueError):
+            return False
+        return hmac.compare_digest(password, self.key)
+
+    def _open(self, path: str) -> bool:
+        return path in self.OPEN_PATHS or path == "/" or path.startswith(self.PAGE_PREFIX)
 
     def _stream_token_ok(self, scope: Scope) -> bool:
         if scope["method"] != "GET":

@@ -9,7 +9,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from worker.engine.events import Completed, Entry
+from worker.engine.events import Completed, Entry, Preview
 from worker.engine.job import Job
 
 KEEPALIVE = b": keep-alive\n\n"
@@ -31,8 +31,8 @@ async def stream_job(
     after: int = -1,
 ) -> AsyncIterator[bytes]:
     """Replay (from the event after sequence number `after`) and follow the job's events as `serializer` frames
-    them; if the stream ends before the job does, call `on_disconnect`. The final images are framed off the event
-    loop (base64 of megabytes is heavy)."""
+    them; if the stream ends before the job does, call `on_disconnect`. Images are framed off the event loop
+    (base64 of megabytes is heavy; a protocol may re-encode previews)."""
     try:
         async for entry in job.events.follow(keepalive):
             if entry is None:
@@ -40,7 +40,7 @@ async def stream_job(
                 continue
             if entry.seq <= after:
                 continue
-            if isinstance(entry.event, Completed):
+            if isinstance(entry.event, Completed | Preview):
                 frames = await run_in_threadpool(_frames, serializer, job, entry)
             else:
                 frames = _frames(serializer, job, entry)

@@ -16,6 +16,7 @@ from worker.config import Settings
 from worker.engine.engine import Engine
 from worker.engine.protocol import ImageGenerationBackend
 from worker.errors import NotReady
+from worker.registration.queen import QueenHeartbeat
 from worker.registration.registrar import Registrar
 
 
@@ -32,6 +33,7 @@ class WorkerState:
     status: Literal["loading", "healthy", "degraded", "draining"] = "loading"
     reason: str = "loading the model"
     registrar: Registrar | None = None
+    queen: QueenHeartbeat | None = None  # rbee Gen C, with --queen-url
     loop: asyncio.AbstractEventLoop | None = None  # the server's loop, for signal handlers
 
     @property

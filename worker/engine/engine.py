@@ -150,8 +150,8 @@ class Engine:
                 excess -= 1
 
     def _encode(self, job: Job, images: list[Image.Image], *, store: OutputStore, png_level: int) -> Completed:
-        family, sampler = self.backend.family.name, self.backend.default_scheduler
-        return encode_result(job, images, family, sampler, store, png_level)
+        family, sampler = self.backend.family, self.backend.default_scheduler
+        return encode_result(job, images, family.name, sampler, store, png_level, family.prompt_weighting)
 
 
 def build_engine(settings: Settings, backend: ImageGenerationBackend, *, oneshot: bool = False) -> Engine:

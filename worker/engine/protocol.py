@@ -70,6 +70,8 @@ class GenerationParams:
     preview_every: int = 0  # a preview every N steps
     previews: int = 0  # previews evenly spread over the denoising steps (OpenAI partial images)
     prompt_embeds: Mapping[str, Any] | None = field(default=None, repr=False)  # an embedding envelope
+    prompt_syntax: bool = False  # read A1111 emphasis, long prompts and [from:to:when] (see pipelines.syntax)
+    clip_skip: int = 0  # CLIP layers skipped from the end (diffusers' clip_skip; A1111's CLIP skip − 1)
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,8 @@ class GenerationRequest:
     preview_every: int = 0
     echo: dict[str, Any] = field(default_factory=dict, repr=False)  # the request as sent, for metadata
     embeddings: Tensors | None = field(default=None, repr=False)  # checked prompt_embeds tensors, by name
+    prompt_syntax: bool = False
+    clip_skip: int = 0
 
     @property
     def num_samples(self) -> int:

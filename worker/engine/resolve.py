@@ -21,6 +21,7 @@ from worker.pipelines.schedulers import SCHEDULERS
 
 SEED_SPACE = 2**32
 MAX_GUIDANCE = 100.0
+MAX_CLIP_SKIP = 11  # CLIP ViT-L has 12 layers
 DEFAULT_STRENGTH = {"img2img": 0.8, "inpaint": 1.0}
 
 
@@ -84,6 +85,8 @@ def resolve(params: GenerationParams, backend: ImageGenerationBackend, limits: L
         preview_every=params.preview_every,
         echo=echo,
         embeddings=embeddings,
+        prompt_syntax=params.prompt_syntax,
+        clip_skip=_clip_skip(params, family),
     )
 
 
@@ -124,6 +127,17 @@ def check_text(prompt: str | None, negative_prompt: str | None, limits: Limits) 
             raise InvalidRequest(f"{field} is {len(text)} characters; the limit is {limit}", field=field)
 
 
+def _clip_skip(params: GenerationParams, family: Family) -> int:
+    if params.clip_skip and not family.supports_clip_skip:
+        raise InvalidRequest(
+            f"skipping CLIP layers is not available for the {family.name!r} family (SDXL and SD3 only)",
+            field="clip_skip",
+        )
+    if not 0 <= params.clip_skip <= MAX_CLIP_SKIP:
+        raise InvalidRequest(f"clip_skip must be between 0 and {MAX_CLIP_SKIP}", field="clip_skip")
+    return params.clip_skip
+
+
 def _strength(params: GenerationParams) -> float | None:
     if params.task == "txt2img":
         return None
@@ -146,6 +160,10 @@ def _echo(params: GenerationParams, strength: float | None) -> dict[str, Any]:
         echo["strength"] = strength
     if params.task == "inpaint":
         echo["mask_blur"] = params.mask_blur
+    if params.prompt_syntax:
+        echo["prompt_syntax"] = True
+    if params.clip_skip:
+        echo["clip_skip"] = params.clip_skip
     return echo
 
 

@@ -10,6 +10,7 @@ from worker import imaging
 from worker.engine.events import Completed
 from worker.engine.job import Job
 from worker.outputs import OutputStore
+from worker.pipelines import syntax
 from worker.pipelines.schedulers import sampler_label
 
 
@@ -20,9 +21,15 @@ def encode_result(
     default_sampler: str,
     store: OutputStore,
     png_level: int = imaging.PNG_COMPRESS_LEVEL,
+    weighting: bool = True,
 ) -> Completed:
-    """Encode every image of `job` (PNGs at zlib `png_level`), writing them to the store if it keeps all."""
+    """Encode every image of `job` (PNGs at zlib `png_level`), writing them to the store if it keeps all.
+
+    `weighting`: whether the model applies prompt emphasis (else a `prompt_syntax` job's infotext says so)."""
     request = job.request
+    extra = [("Clip skip", str(request.clip_skip + 1))] if request.clip_skip else []
+    if request.prompt_syntax:
+        extra += syntax.notes(request.prompt, request.negative_prompt, request.steps, weighting)
     sampler = sampler_label(request.scheduler, default_sampler)
     encoded: list[bytes] = []
     files: list[str] = []
@@ -38,6 +45,7 @@ def encode_result(
             height=image.height,
             model=model_name,
             strength=request.strength,
+            extra=extra,
         )
         echo = {**request.echo, "seed": seed}
         data = imaging.encode_image(image, request.output_format, text, echo, request.output_compression, png_level)

@@ -58,6 +58,10 @@ class Architecture:
     shapes: Callable[[Any, Layout], Shapes]  # the loaded pipeline → the embedding shapes its denoiser takes
     flow: bool = False  # flow matching: flow schedulers only, 16-px sizes, bf16 on CUDA
     text_encoder_fixup: Callable[[Any, str | Path, bool], None] | None = None  # (pipe, source, local_only)
+    prompt_weighting: bool = False  # compel applies A1111 emphasis and long prompts (`pipelines.weighting`)
+    # the pipeline applies `clip_skip`; SD1.x/2.x's path calls `text_encoder.text_model.final_layer_norm`, which
+    # transformers 5's CLIPTextModel no longer has (diffusers 0.42 and compel 2.5 alike)
+    clip_skip: bool = False
 
     @property
     def size_multiple(self) -> int:
@@ -156,9 +160,20 @@ def _sd3_keep_transformer_config(pipe: Any, source: str | Path, local_only: bool
 _CLIP = ("prompt_embeds", "negative_prompt_embeds")
 _CLIP_POOLED = (*_CLIP, *POOLED)
 
-SD = Architecture("sd", "StableDiffusionPipeline", Layout(_CLIP, _encode_positional, cfg_above=1.0), _unet_shapes)
+SD = Architecture(
+    "sd",
+    "StableDiffusionPipeline",
+    Layout(_CLIP, _encode_positional, cfg_above=1.0),
+    _unet_shapes,
+    prompt_weighting=True,
+)
 SDXL = Architecture(
-    "sdxl", "StableDiffusionXLPipeline", Layout(_CLIP_POOLED, _encode_by_keyword, cfg_above=1.0), _unet_shapes
+    "sdxl",
+    "StableDiffusionXLPipeline",
+    Layout(_CLIP_POOLED, _encode_by_keyword, cfg_above=1.0),
+    _unet_shapes,
+    prompt_weighting=True,
+    clip_skip=True,
 )
 SD3 = Architecture(
     "sd3",
@@ -172,6 +187,7 @@ SD3 = Architecture(
     _sd3_shapes,
     flow=True,
     text_encoder_fixup=_sd3_keep_transformer_config,
+    clip_skip=True,
 )
 ZIMAGE = Architecture(
     "zimage",

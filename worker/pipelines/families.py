@@ -28,6 +28,7 @@ class Family:
     guidance: float
     fixed_guidance: float | None = None  # turbo distillations: any other value is refused
     description: str = ""
+    max_size: int = 2048  # largest width or height it draws sensibly (the demo: 128)
 
     @property
     def architecture(self) -> Architecture:
@@ -43,6 +44,16 @@ class Family:
     def flow(self) -> bool:
         """Flow matching (SD3.x, Z-Image): flow schedulers only, 16-px sizes."""
         return self.architecture.flow
+
+    @property
+    def prompt_weighting(self) -> bool:
+        """True if A1111 emphasis and long prompts are applied (SD1.x/2.x, SDXL); else plain text is used."""
+        return all(arch.prompt_weighting for arch in self.architectures)
+
+    @property
+    def supports_clip_skip(self) -> bool:
+        """True if requests may skip CLIP layers (SDXL, SD3)."""
+        return all(arch.clip_skip for arch in self.architectures)
 
     @property
     def size_multiple(self) -> int:
@@ -65,6 +76,7 @@ FAMILIES: dict[str, Family] = {
         Family(
             name="demo", architectures=(SD,), source=str(DEMO_MODEL_DIR), width=64, height=64, steps=20, guidance=4.0,
             description="tiny SD1.5-architecture model trained on coloured shapes, bundled",
+            max_size=128,
         ),
         Family(
             name="v1-5", architectures=(SD,), source="stable-diffusion-v1-5/stable-diffusion-v1-5",

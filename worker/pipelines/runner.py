@@ -18,6 +18,7 @@ from PIL import Image
 
 from worker import imaging
 from worker.engine.protocol import GenerationRequest, OnDrop, StepHooks
+from worker.pipelines import weighting
 from worker.pipelines.model import LoadedModel
 from worker.pipelines.schedulers import fresh_scheduler
 
@@ -37,6 +38,17 @@ def call_kwargs(model: LoadedModel, request: GenerationRequest, generator_device
     if request.embeddings is not None:
         dtype = model.denoiser.dtype
         text = model.embeddings.call_kwargs(request.embeddings, request.guidance_scale, dtype, request.num_samples)
+    elif request.prompt_syntax and request.prompt is not None:
+        cfg_above = model.embeddings.layout.cfg_above
+        text = weighting.text_kwargs(
+            model.base,
+            request.prompt,
+            request.negative_prompt,
+            request.steps,
+            request.guidance_scale,
+            cfg_above,
+            request.clip_skip,
+        )
     else:
         text = {"prompt": request.prompt, "negative_prompt": request.negative_prompt}
     kwargs: dict[str, Any] = {
@@ -47,6 +59,7 @@ def call_kwargs(model: LoadedModel, request: GenerationRequest, generator_device
         "num_images_per_prompt": request.num_samples,
         "generator": generators(request.seeds, generator_device),
         "output_type": "pil",
+        "clip_skip": request.clip_skip or None,
         **text,  # after num_images_per_prompt, which embeddings may set
     }
     if request.task != "txt2img":

@@ -76,6 +76,9 @@ class GenerationBody(BaseModel):
     webhook_url: str | None = Field(
         None, max_length=2048, description="POSTed the job's final state, signed (hosts per --webhook-allow)"
     )
+    prompt_syntax: bool = Field(
+        False, description="read A1111 prompt syntax: (emphasis:1.2), prompts past 77 tokens, [from:to:when]"
+    )
 
     def to_params(self, task: Task) -> GenerationParams:
         """The neutral params of this body (base64 images decoded to their file bytes: blocking)."""
@@ -104,6 +107,7 @@ class GenerationBody(BaseModel):
             loras=tuple(LoraRequest(lora.name, lora.weight) for lora in self.loras),
             preview_every=self.preview_every,
             prompt_embeds=self.prompt_embeds.model_dump() if self.prompt_embeds is not None else None,
+            prompt_syntax=self.prompt_syntax,
         )
 
 

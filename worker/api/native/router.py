@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from worker import __version__
 from worker.api import serving
 from worker.api.errors import error_response
-from worker.api.lifecycle import capabilities
+from worker.api.lifecycle import capabilities, model_ref
 from worker.api.native import serializer
 from worker.api.native.async_jobs import accepted, journaled_events, last_event_id, prefers_async
 from worker.api.native.protocol import EncodeBody, GenerationBody, Img2ImgBody, InpaintBody
@@ -36,7 +36,7 @@ async def health(state: State) -> dict[str, Any]:
         "status": state.health,
         "worker_id": state.settings.resolved_worker_id(),
         "model_version": backend.family.name,
-        "model_ref": backend.model_ref,
+        "model_ref": model_ref(state),
         "device": backend.device,
         "dtype": backend.dtype,
         "uptime_seconds": round(time.monotonic() - state.started_at, 1),

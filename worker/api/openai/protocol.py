@@ -28,6 +28,7 @@ class NvExt(BaseModel):
     guidance_scale: float | None = Field(None, ge=0, le=100, allow_inf_nan=False)
     seed: int | None = Field(None, ge=-1, lt=2**32)
     webhook_url: str | None = Field(None, max_length=2048, description="POSTed the job's final state (signed)")
+    prompt_syntax: bool | None = Field(None, description="read A1111 prompt syntax (emphasis, long prompts)")
 
 
 class ImageRequest(NvExt):
@@ -101,6 +102,7 @@ class ImageRequest(NvExt):
             mask=mask,
             mask_alpha=True,
             previews=self.partial_images * self.stream,
+            prompt_syntax=bool(self.extension("prompt_syntax")),
         )
 
 
