@@ -178,6 +178,7 @@ def test_bad_rbee_bodies_get_clear_errors(fleet: Fleet) -> None:
         (operation("image_generation", prompt=""), 422, "prompt"),
         (operation("image_generation", prompt="x", seed=2**40), 422, "seed"),
         (operation("image_transform", prompt="x"), 422, "input_image"),
+        (operation("image_inpaint", prompt="x", init_image="%%", mask_image="AAAA"), 400, "init_image"),
         (operation("image_generation", prompt="x", loras=[{"path": "a.safetensors"}]), 422, "loras.0.path"),
     ]
     for body, status, field in cases:
