@@ -4,12 +4,16 @@ Loads the folder with plain diffusers (its own scheduler), generates the 20
 ``demo_scenes.EVAL_PROMPTS`` at 64x64, 20 steps, guidance 4.0, one fixed
 seed per image, and checks that the mean colour of the central 16x16 patch
 is nearest (in the palette) to the requested shape colour and that of the
-outer 5 px ring to the requested background colour. Prints the accuracy for
-seen and held-out combinations and the per-image latency, then checks that
-img2img (``AutoPipelineForImage2Image.from_pipe``, strength 0.5) keeps the
-background colour. Example::
+outer 5 px ring to the requested background colour (colour accuracy), that
+the shape's fill of its bounding box names the requested shape (shape
+accuracy) and how many pixels are neither colour (``demo_scenes.stray_pixels``:
+a blot). Prints the accuracy for seen and held-out combinations and the
+per-image latency, then checks that img2img
+(``AutoPipelineForImage2Image.from_pipe``, strength 0.5) keeps the background
+colour. Exits 1 below ``--min-accuracy`` (colour) or ``--min-shape-accuracy``.
+Example::
 
-    python scripts/eval_demo_model.py --model worker/models/demo --save-grid /tmp/demo_grid.png
+    python scripts/eval_demo_model.py --model worker/models/demo --seed 1234 --save-grid /tmp/demo_grid.png
 """
 
 from __future__ import annotations

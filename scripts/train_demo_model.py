@@ -47,9 +47,11 @@ from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+import diffusers  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+import transformers  # noqa: E402
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -273,6 +275,7 @@ def main() -> None:
     else:
         torch.set_num_threads(args.threads)
         log(f"device cpu ({args.threads} threads), torch {torch.__version__}")
+    log(f"diffusers {diffusers.__version__}, transformers {transformers.__version__}")
     clock = Clock(args.minutes, args.final_reserve)
     torch.manual_seed(args.seed)
     combos = ds.training_combinations()
