@@ -9,16 +9,22 @@
 # demo-rest.tar (every other file of the model folder). Unpack both into worker/models/demo.
 set -euo pipefail
 
+cd "$(dirname "$0")/.."
 minutes="${1:-4}"
 out="${OUT:?set OUT to the folder that receives the results}"
+mkdir -p "$out"
 model="$(mktemp -d)/demo"
-export PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 
 # the shell's own work (tar) gets 9 seconds of the budget; the trainer counts its imports
 train_minutes="$(python3 -c "print(round(max(0.5, $minutes - 0.15), 3))")"
 echo "gpu_train_demo: budget ${minutes} min, trainer ${train_minutes} min, model -> ${model}" | tee "$out/train.log"
+status=0
 python3 scripts/train_demo_model.py --device "${DEVICE:-cuda}" --minutes "$train_minutes" --out "$model" "${@:2}" 2>&1 \
-    | tee -a "$out/train.log"
-tar -C "$model" -cf "$out/demo-unet.tar" unet
-tar -C "$model" -cf "$out/demo-rest.tar" --exclude=./unet .
+    | tee -a "$out/train.log" || status=$?
+if [ -d "$model/unet" ]; then  # a trainer that failed after saving still hands its model back
+    tar -C "$model" -cf "$out/demo-unet.tar" unet
+    tar -C "$model" -cf "$out/demo-rest.tar" --exclude=./unet .
+fi
 ls -l "$out" | tee -a "$out/train.log"
+exit "$status"

@@ -453,12 +453,13 @@ def main() -> None:
     save_pipeline(eval_pipe, args.out, meta)
     size = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
     log(f"saved step {best['step']} ({best['weights']} weights) to {args.out}, {size / 1e6:.1f} MB")
-    saved = StableDiffusionPipeline.from_pretrained(args.out).to(device)
-    saved.set_progress_bar_config(disable=True)
-    result = score_seeds(saved, args.report_seeds)
-    for line in result["lines"]:
-        log(f"saved model, {line}")
-    log(f"total {time.monotonic() - STARTED:.0f}s")
+    try:
+        saved = StableDiffusionPipeline.from_pretrained(args.out).to(device)
+        saved.set_progress_bar_config(disable=True)
+        for line in score_seeds(saved, args.report_seeds)["lines"]:
+            log(f"saved model, {line}")
+    finally:
+        log(f"total {time.monotonic() - STARTED:.0f}s")
 
 
 if __name__ == "__main__":
