@@ -52,7 +52,7 @@ from worker import imaging
 from worker.api.app import create_app
 from worker.backends.resolver import create_backend
 from worker.config import Settings
-from worker.engine.request import GenerationRequest
+from worker.engine.protocol import GenerationRequest
 from worker.pipelines import runner
 
 PROMPTS = ("a red circle on a blue background", "a green square on a yellow background", "a blue triangle")

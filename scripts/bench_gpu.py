@@ -35,7 +35,7 @@ import make_tiny_models
 
 from worker.backends.resolver import create_backend
 from worker.config import Settings
-from worker.engine.request import GenerationRequest
+from worker.engine.protocol import GenerationRequest
 
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "4090": 165.0}
 SCALED_LINEAR = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "steps_offset": 1}
@@ -167,6 +167,12 @@ class Timer:
     def check(self) -> None:
         pass
 
+    def wants_preview(self, step: int) -> bool:
+        return False
+
+    def preview(self, step: int, image: Any) -> None:
+        pass
+
 
 def denoiser_flops(backend: Any, size: int) -> float:
     """FLOPs of one denoiser call with classifier-free guidance (batch 2) at `size` pixels."""
@@ -205,12 +211,12 @@ def run_mode(folder: Path, family: str, mode: str, size: int, steps: int, device
         scheduler=None,
         output_format="png",
     )
-    backend.generate(request, Timer())  # warm (compile: at this size)
+    backend.generate([request], [Timer()], on_drop=_reraise)  # warm (compile: at this size)
     rates, totals = [], []
     for _ in range(runs):
         timer = Timer()
         start = time.perf_counter()
-        backend.generate(request, timer)
+        backend.generate([request], [timer], on_drop=_reraise)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         totals.append(time.perf_counter() - start)
@@ -232,6 +238,10 @@ def peak_tflops(override: float | None) -> float | None:
         return override
     name = torch.cuda.get_device_name()
     return next((peak for key, peak in PEAK_BF16_TFLOPS.items() if key in name), None)
+
+
+def _reraise(index: int, exc: Exception) -> None:
+    raise exc
 
 
 def main() -> None:

@@ -118,9 +118,9 @@ def main() -> None:
 
         original_run = backend.generate
 
-        def generate(request: Any, hooks: Any) -> Any:
-            failing.on = request.prompt.startswith("fail")
-            return original_run(request, hooks)
+        def generate(requests: Any, hooks: Any, on_drop: Any) -> Any:
+            failing.on = any(request.prompt.startswith("fail") for request in requests)
+            return original_run(requests, hooks, on_drop)
 
         backend.generate = generate  # type: ignore[method-assign]
         backend.model.denoiser.register_forward_pre_hook(inject)

@@ -7,7 +7,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.conftest import serve_app, worker_settings
+from tests.support import serve_app, worker_settings
 from worker.api.app import create_app
 
 BODY = {"prompt": "a cat", "steps": 2, "width": 64, "height": 64}

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import app_client, parse_sse, worker_settings
-from tests.helpers import decode, pixels
+from tests.support import app_client, decode, parse_sse, pixels, worker_settings
 from worker.backends import attention
 from worker.backends.cpu import CpuBackend
 from worker.backends.dtypes import resolve_dtype

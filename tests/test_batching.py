@@ -12,12 +12,10 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import live_server, parse_sse, worker_settings
-from tests.helpers import decode, pixels
-from tests.test_cancel import Calls, slow_denoiser
+from tests.support import Calls, decode, live_server, parse_sse, pixels, slow_denoiser, worker_settings
 from worker.backends.cpu import CpuBackend
 from worker.engine.batching import batch_key
-from worker.engine.request import GenerationRequest
+from worker.engine.protocol import GenerationRequest
 
 JSON = {"Accept": "application/json"}
 BODY = {"width": 64, "height": 64, "scheduler": "ddim", "steps": 4}
@@ -319,9 +317,11 @@ def test_every_family_batches_within_the_bound(backend_for: Any, arch: str, nega
 
     requests = [request("a red cat", (1,)), request("a blue dog", (5, 6)), request("green", (9,))]
     assert len({batch_key(r) for r in requests}) == 1
-    alone = [backend.generate(r, StepRecorder()) for r in requests]
+    alone = [
+        backend.generate([r], [StepRecorder()], on_drop=lambda i, exc: pytest.fail(f"{i}: {exc}"))[0] for r in requests
+    ]
     recorders = [StepRecorder() for _ in requests]
-    batched = backend.generate_batch(requests, list(recorders), on_drop=lambda i, exc: pytest.fail(f"{i}: {exc}"))
+    batched = backend.generate(requests, list(recorders), on_drop=lambda i, exc: pytest.fail(f"{i}: {exc}"))
     for solo_images, images, recorder in zip(alone, batched, recorders, strict=True):
         assert images is not None and len(images) == len(solo_images)
         for a, b in zip(solo_images, images, strict=True):

@@ -4,47 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
 
-from tests.conftest import live_server, parse_sse, worker_settings
-from worker.backends.cpu import CpuBackend
+from tests.support import live_server, parse_sse, slow_denoiser, worker_settings
 
 JSON = {"Accept": "application/json"}
 SMALL = {"width": 64, "height": 64, "scheduler": "ddim"}
-
-
-class Calls:
-    """Counts forward calls of a module."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-
-@contextmanager
-def slow_denoiser(backend: CpuBackend, delay: float) -> Iterator[tuple[Calls, Calls]]:
-    """Make every denoiser call take `delay` seconds (a GPU-sized step); count denoiser and VAE-decoder calls."""
-    denoiser_calls, decoder_calls = Calls(), Calls()
-
-    def on_denoiser(*_: Any) -> None:
-        denoiser_calls.count += 1
-        time.sleep(delay)
-
-    def on_decoder(*_: Any) -> None:
-        decoder_calls.count += 1
-
-    handles = [
-        backend.model.denoiser.register_forward_hook(on_denoiser),
-        backend.model.base.vae.decoder.register_forward_hook(on_decoder),
-    ]
-    try:
-        yield denoiser_calls, decoder_calls
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 async def wait_status(client: httpx.AsyncClient, job_id: str, status: str, timeout: float = 30) -> dict[str, Any]:

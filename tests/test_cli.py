@@ -14,8 +14,7 @@ from typing import Any
 import httpx
 from PIL import Image
 
-from tests.conftest import free_port
-from tests.test_loading import cli
+from tests.support import cli, free_port
 
 
 def test_help_does_not_import_torch() -> None:

@@ -9,8 +9,7 @@ import demo_scenes
 import numpy as np
 import pytest
 
-from tests.conftest import app_client
-from tests.helpers import b64_png, centre_mask, decode, pixels
+from tests.support import app_client, b64_png, centre_mask, decode, pixels
 from worker.backends.cpu import CpuBackend
 from worker.config import Settings
 from worker.pipelines.families import DEMO_MODEL_DIR, FAMILIES

@@ -10,9 +10,17 @@ from typing import Any
 import httpx
 import numpy as np
 
-from tests.conftest import parse_sse, wait_ready, worker_settings
-from tests.helpers import b64_png, centre_mask, decode, init_image, pixels
-from tests.test_cancel import slow_denoiser
+from tests.support import (
+    b64_png,
+    centre_mask,
+    decode,
+    init_image,
+    parse_sse,
+    pixels,
+    slow_denoiser,
+    wait_ready,
+    worker_settings,
+)
 from worker.api.app import create_app
 from worker.backends.cpu import CpuBackend
 

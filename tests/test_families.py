@@ -12,7 +12,7 @@ import pytest
 import torch
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, DiffusionPipeline
 
-from tests.helpers import b64_png, centre_mask, decode, init_image, pixels
+from tests.support import b64_png, centre_mask, decode, init_image, pixels
 
 ARCHS = ["sd15", "sd21", "sdxl", "sd3", "zimage"]
 TASKS = ["txt2img", "img2img", "inpaint"]

@@ -13,7 +13,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from tests.conftest import live_server, worker_settings
+from tests.support import live_server, worker_settings
 from worker.api.app import create_app
 from worker.config import Limits, Settings
 

@@ -6,22 +6,14 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
 from mini_hive import create_hive
 
-from tests.conftest import free_port, serve_app, worker_process
+from tests.support import free_port, serve_app, wait_for, worker_process
 
 JSON = {"Accept": "application/json"}
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def worker_args(tiny: Any, hive_url: str, *extra: str) -> tuple[str, ...]:

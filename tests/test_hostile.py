@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from tests.conftest import live_server, worker_settings
-from tests.helpers import b64_png, decode
+from tests.support import b64_png, decode, live_server, worker_settings
 
 JSON = {"Accept": "application/json"}
 OK = {"prompt": "a cat", "steps": 2, "scheduler": "ddim"}

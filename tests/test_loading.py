@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import app_client, free_port, worker_settings
-from tests.helpers import decode, pixels
+from tests.support import app_client, cli, decode, free_port, pixels, worker_settings
 from worker.backends.cpu import CpuBackend
 from worker.config import Settings
 from worker.errors import ModelLoadError
@@ -61,13 +57,6 @@ def test_a_folder_of_another_family_is_refused(tiny_model: Any) -> None:
 def test_missing_folder_names_what_was_looked_for(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match=r"no diffusers model at .*model_index\.json"):
         CpuBackend(Settings(sd_version="v1-5", model_path=tmp_path / "nowhere")).load()
-
-
-def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run `sd-worker ARGS` as a user would."""
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    command = [sys.executable, "-c", "from worker.cli import main; main()", *args]
-    return subprocess.run(command, capture_output=True, text=True, env=full_env, timeout=timeout)
 
 
 def test_family_default_source_loads_from_the_hf_cache_offline(tiny_model: Any, tmp_path: Path) -> None:

@@ -10,8 +10,7 @@ import make_tiny_models
 import numpy as np
 import pytest
 
-from tests.conftest import app_client, worker_settings
-from tests.helpers import decode, pixels
+from tests.support import app_client, decode, pixels, worker_settings
 from worker.backends.cpu import CpuBackend
 
 JSON = {"Accept": "application/json"}

@@ -14,8 +14,7 @@ import openai
 import pytest
 from PIL import Image
 
-from tests.conftest import live_server, worker_settings
-from tests.helpers import b64_png, decode, init_image, pixels
+from tests.support import b64_png, decode, init_image, live_server, pixels, worker_settings
 
 NV = {"num_inference_steps": 3, "seed": 5}
 

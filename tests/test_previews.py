@@ -8,8 +8,7 @@ from typing import Any
 
 from PIL import Image
 
-from tests.conftest import app_client, parse_sse, worker_settings
-from tests.helpers import decode
+from tests.support import app_client, decode, parse_sse, worker_settings
 from worker.backends.cpu import CpuBackend
 from worker.imaging import preview_jpeg
 

@@ -16,9 +16,20 @@ import torch
 import zstandard
 from mini_hive import create_hive
 
-from tests.conftest import ARCH_FAMILY, app_client, live_server, serve_app, worker_processes, worker_settings
-from tests.helpers import b64_png, centre_mask, decode, init_image, pixels
-from tests.test_hive import wait_for
+from tests.support import (
+    ARCH_FAMILY,
+    app_client,
+    b64_png,
+    centre_mask,
+    decode,
+    init_image,
+    live_server,
+    pixels,
+    serve_app,
+    wait_for,
+    worker_processes,
+    worker_settings,
+)
 from worker.backends.cpu import CpuBackend
 from worker.client import WorkerClient, WorkerRequestError, generate_split
 from worker.pipelines import envelope

@@ -8,8 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from tests.conftest import parse_sse
-from tests.helpers import decode, pixels
+from tests.support import decode, parse_sse, pixels
 from worker.imaging import read_user_comment
 
 JSON = {"Accept": "application/json"}
@@ -57,7 +56,7 @@ async def test_event_ids_are_a_per_job_sequence(client_for: Any) -> None:
 
 
 async def test_img2img_reports_only_the_steps_it_runs(client_for: Any) -> None:
-    from tests.helpers import b64_png, init_image
+    from tests.support import b64_png, init_image
 
     body = {
         **SMALL,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tests.helpers import b64_png, centre_mask, init_image
+from tests.support import b64_png, centre_mask, init_image
 
 JSON = {"Accept": "application/json"}
 OK = {"prompt": "a cat", "steps": 2, "width": 64, "height": 64}
@@ -82,7 +82,7 @@ async def test_oversized_body_is_refused_before_reading(client_for: Any) -> None
 def test_chunked_oversized_body_is_refused_as_it_arrives(backend_for: Any, tiny_model: Any) -> None:
     import httpx
 
-    from tests.conftest import live_server, worker_settings
+    from tests.support import live_server, worker_settings
 
     settings = worker_settings("sd15", tiny_model("sd15"))
     settings.limits.max_body_bytes = 64 * 1024

@@ -1,134 +1,143 @@
-"""`sd-worker` (serve) and `sd-worker generate`. Heavy imports happen inside the commands: --help is instant."""
+"""`sd-worker` (serve) and `sd-worker generate`. Heavy imports happen inside the commands: --help is instant.
+
+Every option is declared once, in the tables below: its name is the `Settings` field it sets.
+"""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from worker.config import Settings
 
 app = typer.Typer(add_completion=False, help="Stable Diffusion image-generation worker.")
+Command = TypeVar("Command", bound=Callable[..., None])
 
-Device = Annotated[str | None, typer.Option(help="auto | cpu | cuda | mps (auto: cuda → mps → cpu).")]
-SdVersion = Annotated[
-    str | None,
-    typer.Option(
-        help="Model family: demo, v1-5, v2-1, xl, turbo, 3-medium, 3.5-large, 3.5-large-turbo, z-image-turbo."
+
+def _option(kind: Any, help: str, *names: str) -> Any:
+    """One `--option`; absent (None), Settings falls back to SD_WORKER_* and its own default."""
+    return Annotated[kind | None, typer.Option(*names, help=help)]
+
+
+MODEL_OPTIONS: dict[str, Any] = {
+    "device": _option(str, "auto | cpu | cuda | mps (auto: cuda → mps → cpu); or rbee's integer index (--backend)."),
+    "sd_version": _option(
+        str, "Model family: demo, v1-5, v2-1, xl, turbo, 3-medium, 3.5-large, 3.5-large-turbo, z-image-turbo."
     ),
-]
-ModelPath = Annotated[Path | None, typer.Option(help="Diffusers folder or single .safetensors file.")]
-ModelConfig = Annotated[
-    Path | None,
-    typer.Option("--model-config", help="Diffusers folder with the configs/tokenizers for a single-file --model-path."),
-]
-DTypeOpt = Annotated[
-    str | None, typer.Option("--dtype", help="auto | fp32 | fp16 | bf16 (auto: fp32 cpu, fp16/bf16 cuda, fp16 mps).")
-]
-CudaDevice = Annotated[int | None, typer.Option(help="CUDA device index (default 0).")]
-UseF16 = Annotated[bool | None, typer.Option("--use-f16", help="Shorthand for --dtype fp16.")]
-FlashAttn = Annotated[
-    str | None,
-    typer.Option(
+    "model_path": _option(Path, "Diffusers folder or single .safetensors file."),
+    "model_config": _option(
+        Path, "Diffusers folder with the configs/tokenizers for a single-file --model-path.", "--model-config"
+    ),
+    "dtype": _option(str, "auto | fp32 | fp16 | bf16 (auto: fp32 cpu, fp16/bf16 cuda, fp16 mps).", "--dtype"),
+    "cuda_device": _option(int, "CUDA device index (default 0)."),
+    "use_f16": _option(bool, "Shorthand for --dtype fp16.", "--use-f16"),
+    "use_flash_attn": _option(
+        str,
+        "Flash attention: bare flag = use it if a kernel works here; --use-flash-attn=require = fail otherwise.",
         "--use-flash-attn",
-        help="Flash attention: bare flag = use it if a kernel works here; --use-flash-attn=require = fail otherwise.",
     ),
-]
-VaeTiling = Annotated[bool | None, typer.Option("--vae-tiling", help="Decode the VAE in tiles (big images).")]
-VaeSlicing = Annotated[bool | None, typer.Option("--vae-slicing", help="Decode batch images one at a time.")]
-Offload = Annotated[str | None, typer.Option(help="model | sequential: keep weights in RAM (accelerators only).")]
-Compile = Annotated[bool | None, typer.Option("--compile", help="torch.compile the denoiser (warmed before /ready).")]
-Components = Annotated[
-    str | None,
-    typer.Option(help="all | text-encoder (serves /encode only) | denoiser (takes prompt_embeds, no text encoder)."),
-]
+    "vae_tiling": _option(bool, "Decode the VAE in tiles (big images).", "--vae-tiling"),
+    "vae_slicing": _option(bool, "Decode batch images one at a time.", "--vae-slicing"),
+    "offload": _option(str, "model | sequential: keep weights in RAM (accelerators only)."),
+    "compile": _option(bool, "torch.compile the denoiser (warmed before /ready).", "--compile"),
+}
+SERVE_OPTIONS: dict[str, Any] = {
+    **MODEL_OPTIONS,
+    "components": _option(
+        str, "all | text-encoder (serves /encode only) | denoiser (takes prompt_embeds, no text encoder)."
+    ),
+    "host": _option(str, "Bind address (default 127.0.0.1)."),
+    "port": _option(int, "Port (default 8081)."),
+    "worker_id": _option(str, "Worker id (default hostname-port)."),
+    "max_queue": _option(int, "Jobs allowed to wait before 429 (default 16)."),
+    "max_batch": _option(int, "Images one pipeline call may batch across compatible jobs (8; 1 = off)."),
+    "batch_window_ms": _option(
+        float, "Milliseconds a batch may wait for compatible jobs while clients are batching (20)."
+    ),
+    "png_compression": _option(int, "PNG zlib level 0-9 (default 1: fast; 9: smallest, slowest)."),
+    "job_timeout": _option(float, "Seconds a job may run before it is stopped (600)."),
+    "cors_origin": _option(list[str], "Allow this browser origin (repeatable); CORS is off without it."),
+    "api_key": _option(str, "Require Authorization: Bearer KEY (all routes but /health); or SD_WORKER_API_KEY."),
+    "output_dir": _option(Path, "Also write every image into this folder."),
+    "lora_dir": _option(Path, "Folder of .safetensors LoRAs requests may apply."),
+    "preview_decoder": _option(str, "linear (default, cheap) | vae: how previews are made."),
+    "output_url": _option(str, "fsspec URL for url-response images (file://, s3://)."),
+    "callback_url": _option(str, "Hive URL for the ready registration."),
+    "heartbeat_url": _option(str, "Hive heartbeat URL (default: callback origin + /v1/heartbeat)."),
+    "heartbeat_interval": _option(float, "Seconds between heartbeats (30)."),
+    "advertise_url": _option(str, "URL the hive should call (http://host:port)."),
+    "drain_timeout": _option(float, "Seconds a job may run on after SIGTERM (30)."),
+    # rbee's spawn line (README, "Running under rbee")
+    "model": _option(Path, "rbee's name for --model-path."),
+    "model_ref": _option(str, "The model's name at the hive (reported back to it)."),
+    "backend": _option(str, "rbee's cpu | cuda | metal; an integer --device is then its index."),
+    "hive_protocol": _option(str, "sd-worker | rbee-b | rbee-c (default: from the flags; see the README)."),
+    "hive_token": _option(str, "Bearer token for the hive and the queen; or SD_WORKER_HIVE_TOKEN."),
+    "queen_url": _option(str, "rbee queen to heartbeat (POST <url>/v1/worker-heartbeat)."),
+}
+
+# `sd-worker ray`: each replica is a worker with these; Ray picks the GPU, Serve's proxy owns host and port
+RAY_OPTIONS: dict[str, Any] = {
+    **{name: kind for name, kind in MODEL_OPTIONS.items() if name != "cuda_device"},
+    "worker_id": _option(str, "Worker id prefix (each replica appends its Serve replica id)."),
+    **{name: SERVE_OPTIONS[name] for name in (
+        "max_queue", "max_batch", "batch_window_ms", "png_compression", "job_timeout", "cors_origin", "api_key",
+        "lora_dir", "preview_decoder", "output_url",
+    )},
+    "drain_timeout": _option(float, "Seconds a removed replica's running job may take (30)."),
+}  # fmt: skip
+
+
+def with_options(options: dict[str, Any]) -> Callable[[Command], Command]:
+    """Add `options` to a command's signature, after its own parameters; the command gets them in `**given`."""
+
+    def add(command: Command) -> Command:
+        signature = inspect.signature(command, eval_str=True)
+        own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        extra = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=kind)
+            for name, kind in options.items()
+        ]
+        command.__signature__ = signature.replace(parameters=[*own, *extra])  # type: ignore[attr-defined]
+        return command
+
+    return add
 
 
 def _settings(**given: Any) -> Settings:
     """Settings from the options the user gave; the rest from SD_WORKER_* env vars and defaults."""
     if "model_config" in given:
         given["model_config_path"] = given.pop("model_config")
+    model = given.pop("model", None)  # rbee spawns workers with `--model <path>`
+    if model is not None:
+        if given.get("model_path") not in (None, model):
+            raise typer.BadParameter("--model and --model-path name the same thing; give one of them")
+        given["model_path"] = model
     from pydantic import ValidationError
 
     try:
         return Settings(**{key: value for key, value in given.items() if value is not None})
     except ValidationError as exc:
         first = exc.errors()[0]
+        if not first["loc"]:  # a check across several options
+            raise typer.BadParameter(str(first["msg"]).removeprefix("Value error, ")) from None
         name = "--" + str(first["loc"][0]).replace("_", "-")
         raise typer.BadParameter(f"{name}: {first['msg']}") from None
 
 
 @app.callback(invoke_without_command=True)
-def serve(
-    ctx: typer.Context,
-    device: Device = None,
-    sd_version: SdVersion = None,
-    model_path: ModelPath = None,
-    model_config: ModelConfig = None,
-    dtype: DTypeOpt = None,
-    cuda_device: CudaDevice = None,
-    use_f16: UseF16 = None,
-    use_flash_attn: FlashAttn = None,
-    vae_tiling: VaeTiling = None,
-    vae_slicing: VaeSlicing = None,
-    offload: Offload = None,
-    compile: Compile = None,
-    components: Components = None,
-    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default 8081).")] = None,
-    worker_id: Annotated[str | None, typer.Option(help="Worker id (default hostname-port).")] = None,
-    max_queue: Annotated[int | None, typer.Option(help="Jobs allowed to wait before 429 (default 16).")] = None,
-    max_batch: Annotated[
-        int | None, typer.Option(help="Images one pipeline call may batch across compatible jobs (8; 1 = off).")
-    ] = None,
-    batch_window_ms: Annotated[
-        float | None,
-        typer.Option(help="Milliseconds a batch may wait for compatible jobs while clients are batching (20)."),
-    ] = None,
-    png_compression: Annotated[
-        int | None, typer.Option(help="PNG zlib level 0-9 (default 1: fast; 9: smallest, slowest).")
-    ] = None,
-    job_timeout: Annotated[float | None, typer.Option(help="Seconds a job may run before it is stopped (600).")] = None,
-    cors_origin: Annotated[
-        list[str] | None, typer.Option(help="Allow this browser origin (repeatable); CORS is off without it.")
-    ] = None,
-    api_key: Annotated[
-        str | None,
-        typer.Option(help="Require Authorization: Bearer KEY (all routes but /health); or SD_WORKER_API_KEY."),
-    ] = None,
-    output_dir: Annotated[Path | None, typer.Option(help="Also write every image into this folder.")] = None,
-    lora_dir: Annotated[Path | None, typer.Option(help="Folder of .safetensors LoRAs requests may apply.")] = None,
-    preview_decoder: Annotated[
-        str | None, typer.Option(help="linear (default, cheap) | vae: how previews are made.")
-    ] = None,
-    output_url: Annotated[str | None, typer.Option(help="fsspec URL for url-response images (file://, s3://).")] = None,
-    callback_url: Annotated[str | None, typer.Option(help="Hive URL for the ready registration.")] = None,
-    heartbeat_url: Annotated[
-        str | None, typer.Option(help="Hive heartbeat URL (default: callback origin + /v1/heartbeat).")
-    ] = None,
-    heartbeat_interval: Annotated[float | None, typer.Option(help="Seconds between heartbeats (30).")] = None,
-    advertise_url: Annotated[str | None, typer.Option(help="URL the hive should call (http://host:port).")] = None,
-    drain_timeout: Annotated[float | None, typer.Option(help="Seconds a job may run on after SIGTERM (30).")] = None,
-) -> None:
+@with_options(SERVE_OPTIONS)
+def serve(ctx: typer.Context, **given: Any) -> None:
     """Serve the model over HTTP (the default command)."""
     if ctx.invoked_subcommand is not None:
         return
-    settings = _settings(
-        device=device, sd_version=sd_version, model_path=model_path, model_config=model_config, dtype=dtype,
-        cuda_device=cuda_device, use_f16=use_f16, use_flash_attn=use_flash_attn, vae_tiling=vae_tiling,
-        vae_slicing=vae_slicing, offload=offload, compile=compile, host=host, port=port, worker_id=worker_id,
-        components=components,
-        max_queue=max_queue, max_batch=max_batch, batch_window_ms=batch_window_ms, png_compression=png_compression,
-        job_timeout=job_timeout, api_key=api_key,
-        cors_origin=cors_origin, output_dir=output_dir, output_url=output_url,
-        callback_url=callback_url,
-        lora_dir=lora_dir, preview_decoder=preview_decoder,
-        heartbeat_url=heartbeat_url, heartbeat_interval=heartbeat_interval, advertise_url=advertise_url,
-        drain_timeout=drain_timeout,
-    )  # fmt: skip
+    settings = _settings(**given)
     from worker.api.request_id import RequestIdFilter
 
     handler = logging.StreamHandler()
@@ -145,6 +154,7 @@ def _serve(settings: Settings) -> int:
 
 
 @app.command()
+@with_options(MODEL_OPTIONS)
 def generate(
     prompt: Annotated[str, typer.Argument(help="What to draw.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output file (.png, .jpg, .webp).")] = Path("out.png"),
@@ -156,32 +166,58 @@ def generate(
     height: Annotated[int | None, typer.Option(help="Height in pixels.")] = None,
     num_samples: Annotated[int, typer.Option(help="Images to make (out.png, out-1.png, …).")] = 1,
     scheduler: Annotated[str | None, typer.Option(help="Scheduler name (model default if absent).")] = None,
-    device: Device = None,
-    sd_version: SdVersion = None,
-    model_path: ModelPath = None,
-    model_config: ModelConfig = None,
-    dtype: DTypeOpt = None,
-    cuda_device: CudaDevice = None,
-    use_f16: UseF16 = None,
-    use_flash_attn: FlashAttn = None,
-    vae_tiling: VaeTiling = None,
-    vae_slicing: VaeSlicing = None,
-    offload: Offload = None,
-    compile: Compile = None,
+    **given: Any,
 ) -> None:
     """Generate one job in-process, with a progress bar, and write the image(s)."""
+    from worker.engine.protocol import GenerationParams
     from worker.oneshot import run_oneshot
 
-    settings = _settings(
-        device=device, sd_version=sd_version, model_path=model_path, model_config=model_config, dtype=dtype,
-        cuda_device=cuda_device, use_f16=use_f16, use_flash_attn=use_flash_attn, vae_tiling=vae_tiling,
-        vae_slicing=vae_slicing, offload=offload, compile=compile,
+    params = GenerationParams(
+        prompt=prompt, negative_prompt=negative_prompt, steps=steps, guidance_scale=guidance_scale, seed=seed,
+        width=width, height=height, num_samples=num_samples, scheduler=scheduler,
     )  # fmt: skip
-    body = {
-        "prompt": prompt, "negative_prompt": negative_prompt, "steps": steps, "guidance_scale": guidance_scale,
-        "seed": seed, "width": width, "height": height, "num_samples": num_samples, "scheduler": scheduler,
-    }  # fmt: skip
-    raise typer.Exit(run_oneshot(settings, {k: v for k, v in body.items() if v is not None}, output))
+    raise typer.Exit(run_oneshot(_settings(**given), params, output))
+
+
+@app.command("ray")
+@with_options(RAY_OPTIONS)
+def ray_fleet(
+    replicas: Annotated[int | None, typer.Option(help="Fixed number of replicas (else autoscale).")] = None,
+    min_replicas: Annotated[int, typer.Option(help="Autoscaling: fewest replicas.")] = 1,
+    max_replicas: Annotated[int | None, typer.Option(help="Autoscaling: most replicas (default: min).")] = None,
+    target_ongoing_requests: Annotated[
+        float, typer.Option(help="Autoscaling: requests (waiting + running) per replica to aim for.")
+    ] = 2.0,
+    upscale_delay: Annotated[float, typer.Option(help="Seconds of high load before adding a replica.")] = 30.0,
+    downscale_delay: Annotated[float, typer.Option(help="Seconds of low load before removing one.")] = 600.0,
+    replica_cpus: Annotated[float, typer.Option(help="CPUs Ray reserves per replica (CPU replicas use them).")] = 1.0,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="auto (join the cluster running here) | local (start one) | ray://host:10001; default: either."
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Serve proxy bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Serve proxy port.")] = 8000,
+    **given: Any,
+) -> None:
+    """Serve the worker on Ray Serve: N replicas (one device and one model each) behind one HTTP endpoint."""
+    from worker.deploy.options import FleetOptions
+
+    settings = _settings(**given)
+    try:
+        fleet = FleetOptions(
+            replicas=replicas, min_replicas=min_replicas, max_replicas=max_replicas or min_replicas,
+            target_ongoing_requests=target_ongoing_requests, replica_cpus=replica_cpus,
+            upscale_delay_s=upscale_delay, downscale_delay_s=downscale_delay,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    try:
+        from worker.deploy.fleet import run_fleet
+    except ImportError as exc:  # ray is an optional extra
+        raise typer.BadParameter(f"needs Ray Serve ({exc}): pip install 'sd-worker[ray]'") from None
+    raise typer.Exit(run_fleet(settings, fleet, ray_address=ray_address, host=host, port=port))
 
 
 def main() -> None:

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
+RbeeBackend = Literal["cpu", "cuda", "metal"]  # rbee's --backend, given with an integer --device
+HiveProtocol = Literal["sd-worker", "rbee-b", "rbee-c"]
+RBEE_DEVICES: dict[str | None, Device] = {"cpu": "cpu", "cuda": "cuda", "metal": "mps", None: "auto"}
+WORKER_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+MAX_WORKER_ID = 256  # rbee's validate_identifier(worker_id, 256): [A-Za-z0-9_-] only
 DType = Literal["auto", "fp32", "fp16", "bf16"]
 FlashAttention = Literal["off", "auto", "require"]  # CLI: absent, --use-flash-attn, --use-flash-attn=require
 Offload = Literal["none", "model", "sequential"]
@@ -42,6 +48,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SD_WORKER_", extra="ignore")
 
     device: Device = "auto"
+    backend: RbeeBackend | None = Field(None, description="rbee's --backend; an integer --device then picks the index.")
+    device_index: int | None = Field(None, ge=0, description="The integer rbee gave as --device (echoed back to it).")
     sd_version: str = "demo"
     model_path: Path | None = None
     model_config_path: Path | None = Field(
@@ -53,6 +61,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8081, ge=0, le=65535)
     worker_id: str | None = None
+    job_id_prefix: str = Field(
+        "", pattern=r"^[0-9a-f]{0,16}$", description="Hex digits every job id starts with (set per Ray replica)."
+    )
     cuda_device: int = Field(0, ge=0, description="Which CUDA device (--device cuda).")
     dtype: DType = "auto"
     use_f16: bool = Field(False, description="Shorthand for --dtype fp16.")
@@ -84,6 +95,15 @@ class Settings(BaseSettings):
     result_ttl: float = Field(3600.0, gt=0, description="Seconds a finished job is kept.")
     keepalive_seconds: float = Field(15.0, gt=0)
     callback_url: str | None = Field(None, description="Hive URL to POST the ready registration to.")
+    hive_protocol: HiveProtocol | None = Field(None, description="Shapes of ready/heartbeat (None: from the flags).")
+    hive_token: str | None = Field(
+        None,
+        # a worker spawned by rbee's hive inherits the hive's own LLORCH_API_TOKEN, the token the hive expects
+        validation_alias=AliasChoices("hive_token", "SD_WORKER_HIVE_TOKEN", "LLORCH_API_TOKEN"),
+        description="Bearer token for calls to the hive and the queen.",
+    )
+    queen_url: str | None = Field(None, description="rbee queen: POST {queen_url}/v1/worker-heartbeat.")
+    model_ref: str | None = Field(None, description="What the hive knows this model as (default: its path or id).")
     heartbeat_url: str | None = Field(None, description="Default: the callback URL's origin + /v1/heartbeat.")
     heartbeat_interval: float = Field(30.0, gt=0)
     advertise_url: str | None = Field(None, description="URL the hive should use for this worker.")
@@ -91,11 +111,56 @@ class Settings(BaseSettings):
     hive_timeout: float = Field(5.0, gt=0, description="Timeout of each call to the hive.")
     hive_retry_initial: float = Field(0.5, gt=0)
     hive_retry_max: float = Field(30.0, gt=0)
+    hive_rejected_retry: float = Field(10.0, gt=0, description="First wait after a 400/401/403/422 from the hive.")
+    hive_rejected_retry_max: float = Field(300.0, gt=0, description="Longest wait between refused attempts.")
     limits: Limits = Field(default_factory=lambda: Limits())
 
+    @model_validator(mode="before")
+    @classmethod
+    def _rbee_device(cls, data: Any) -> Any:
+        """rbee spawns `--backend cuda --device 1`: an integer device is an index on the backend's device kind."""
+        if not isinstance(data, dict):
+            return data
+        device, backend = data.get("device"), data.get("backend")
+        if isinstance(device, int) or (isinstance(device, str) and device.isdigit()):
+            index = int(device)
+            if backend not in RBEE_DEVICES:
+                return {**data, "device": "auto"}  # so the one error names --backend and its allowed values
+            if backend == "metal" and index != 0:
+                raise ValueError(f"--backend metal has one device, 0 (got --device {index})")
+            data = {**data, "device": RBEE_DEVICES[backend], "device_index": index}
+            if backend in ("cuda", None):
+                data.setdefault("cuda_device", index)
+        elif backend is not None and device not in (None, "auto", RBEE_DEVICES.get(backend)):
+            raise ValueError(f"--backend {backend} contradicts --device {device}; give one of them")
+        elif backend is not None:
+            data = {**data, "device": RBEE_DEVICES[backend]}
+        return data
+
+    @model_validator(mode="after")
+    def _protocol_needs_its_urls(self) -> Settings:
+        """An explicit --hive-protocol must have the URLs it talks to (a setting that does nothing is an error)."""
+        if self.hive_protocol == "rbee-c" and (self.callback_url or not self.queen_url):
+            raise ValueError("--hive-protocol rbee-c heartbeats a queen and has no ready callback: give --queen-url "
+                             "and no --callback-url (or use rbee-b / sd-worker with the callback)")  # fmt: skip
+        if self.hive_protocol in ("rbee-b", "sd-worker") and not self.callback_url:
+            raise ValueError(f"--hive-protocol {self.hive_protocol} registers at --callback-url; give it")
+        return self
+
     def resolved_worker_id(self) -> str:
-        """`--worker-id`, or hostname-port."""
-        return self.worker_id or f"{socket.gethostname()}-{self.port}"
+        """`--worker-id`, or hostname-port; only [A-Za-z0-9_-], at most 256 characters (what rbee accepts)."""
+        given = self.worker_id or f"{socket.gethostname()}-{self.port}"
+        return WORKER_ID_UNSAFE.sub("-", given)[:MAX_WORKER_ID]
+
+    def resolved_hive_protocol(self) -> HiveProtocol:
+        """`--hive-protocol`, or what the flags say: rbee's --backend or its /v1/workers/ready callback → rbee-b;
+        a --queen-url without a callback → rbee-c; otherwise sd-worker."""
+        if self.hive_protocol is not None:
+            return self.hive_protocol
+        if self.callback_url:
+            rbee_b = self.backend is not None or urlsplit(self.callback_url).path.endswith("/v1/workers/ready")
+            return "rbee-b" if rbee_b else "sd-worker"
+        return "rbee-c" if self.queen_url else "sd-worker"
 
     def resolved_advertise_url(self) -> str:
         """`--advertise-url`, or http://host:port (the hostname when bound to all interfaces)."""

@@ -18,19 +18,19 @@ class WorkerError(Exception):
         self.message = message
         self.field = field
 
-    def to_dict(self) -> dict[str, str]:
-        """The `error` object of a JSON error body."""
-        body = {"code": self.code, "message": self.message}
-        if self.field is not None:
-            body["field"] = self.field
-        return body
-
 
 class InvalidRequest(WorkerError):
     """The request is well-formed JSON but a value is not allowed."""
 
     status = 422
     code = "invalid_request"
+
+
+class Unsupported(WorkerError):
+    """The request asks for a feature this worker does not have (an A1111 hires fix, another checkpoint)."""
+
+    status = 400
+    code = "unsupported"
 
 
 class NotServed(WorkerError):

@@ -6,6 +6,7 @@ import base64
 import binascii
 import io
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -53,14 +54,13 @@ def open_upload(raw: bytes, field: str, max_pixels: int) -> Image.Image:
     return ImageOps.exif_transpose(image)
 
 
-def decode_image(data: str, field: str, max_pixels: int) -> Image.Image:
-    """An uploaded init image as RGB (alpha is dropped: generation works on opaque pixels)."""
-    return open_upload(b64decode_field(data, field), field, max_pixels).convert("RGB")
-
-
-def decode_mask(data: str, field: str, max_pixels: int) -> Image.Image:
-    """An uploaded mask as 8-bit grey: white (255) = repaint, black (0) = keep."""
-    return open_upload(b64decode_field(data, field), field, max_pixels).convert("L")
+def alpha_mask(mask: Image.Image, field: str) -> Image.Image:
+    """A mask in OpenAI's convention (fully transparent = edit) as ours (white = repaint)."""
+    if "A" not in mask.getbands():
+        raise InvalidRequest(
+            f"{field} must have an alpha channel: fully transparent pixels mark the area to edit", field=field
+        )
+    return mask.getchannel("A").point(lambda alpha: 255 if alpha == 0 else 0)
 
 
 def fit_image(image: Image.Image, width: int, height: int) -> Image.Image:
@@ -144,8 +144,9 @@ def infotext(
     height: int,
     model: str,
     strength: float | None = None,
+    extra: Sequence[tuple[str, str]] = (),
 ) -> str:
-    """AUTOMATIC1111's `parameters` format, so tools that read A1111 PNGs read ours."""
+    """AUTOMATIC1111's `parameters` format, so tools that read A1111 PNGs read ours (`extra`: more fields)."""
     lines = [prompt]
     if negative_prompt:
         lines.append(f"Negative prompt: {negative_prompt}")
@@ -159,8 +160,14 @@ def infotext(
     ]
     if strength is not None:
         fields.append(f"Denoising strength: {strength:g}")
+    fields.extend(f"{name}: {_quote(value)}" for name, value in extra)
     lines.append(", ".join(fields))
     return "\n".join(lines)
+
+
+def _quote(value: str) -> str:
+    """An infotext value, JSON-quoted when it holds a separator (A1111's `infotext_utils.quote`)."""
+    return json.dumps(value, ensure_ascii=False) if any(c in value for c in ',\n:"') else value
 
 
 def to_base64(data: bytes) -> str:
@@ -168,10 +175,15 @@ def to_base64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def preview_jpeg(image: Image.Image, max_side: int = 256) -> str:
-    """A small JPEG of an intermediate image, base64 (for `preview` events)."""
+def preview_bytes(image: Image.Image, max_side: int = 256) -> bytes:
+    """A small JPEG of an intermediate image (for `Preview` events)."""
     small = image.copy()
     small.thumbnail((max_side, max_side))
     buffer = io.BytesIO()
     small.convert("RGB").save(buffer, "JPEG", quality=75)
-    return to_base64(buffer.getvalue())
+    return buffer.getvalue()
+
+
+def preview_jpeg(image: Image.Image, max_side: int = 256) -> str:
+    """The same small JPEG, base64, as a `preview` event carries it."""
+    return to_base64(preview_bytes(image, max_side))

@@ -1,29 +1,28 @@
-"""`sd-worker generate`: one job through the same service and engine as the server, with a rich progress bar."""
+"""`sd-worker generate`: one job through the same resolver and engine as the server, with a rich progress bar."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
+import dataclasses
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from worker.api.schemas import GenerationBody
-from worker.api.service import GenerationService
 from worker.backends.resolver import create_backend
 from worker.config import Settings
-from worker.engine.engine import Engine
+from worker.engine.engine import build_engine
+from worker.engine.events import Progress as StepProgress
+from worker.engine.events import Stage, Started
 from worker.engine.job import Job, JobStatus
+from worker.engine.protocol import GenerationParams
 from worker.errors import WorkerError
-from worker.outputs import OutputStore
 
 FORMATS: dict[str, Literal["png", "jpeg", "webp"]] = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
 
 
-def run_oneshot(settings: Settings, fields: dict[str, Any], output: Path) -> int:
+def run_oneshot(settings: Settings, params: GenerationParams, output: Path) -> int:
     """Load the model, run one job, write its images next to `output`; returns the exit code."""
     console = Console(stderr=True)
     fmt = FORMATS.get(output.suffix.lower())
@@ -31,24 +30,11 @@ def run_oneshot(settings: Settings, fields: dict[str, Any], output: Path) -> int
         console.print(f"[red]error:[/] {output}: use a .png, .jpg or .webp file name")
         return 2
     try:
-        body = GenerationBody(**fields, output_format=fmt)
         backend = create_backend(settings)
         with console.status(f"loading {backend.family.name} ({backend.model_ref}) …"):
             backend.load()
-        engine = Engine(
-            backend,
-            max_queue=1,
-            job_timeout=settings.job_timeout,
-            keep_results=1,
-            result_ttl=settings.result_ttl,
-            store=OutputStore(None, keep=1, max_age=3600.0),
-            png_level=settings.png_compression,
-        )
-        service = GenerationService(engine, backend.family, settings.limits)
-        request = service.resolve("txt2img", body)
-    except ValidationError as exc:
-        console.print(f"[red]error:[/] {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}")
-        return 2
+        engine = build_engine(settings, backend, oneshot=True)
+        request = engine.resolve(dataclasses.replace(params, output_format=fmt))
     except WorkerError as exc:
         console.print(f"[red]error:[/] {exc.message}")
         return 2
@@ -59,12 +45,12 @@ def run_oneshot(settings: Settings, fields: dict[str, Any], output: Path) -> int
     finally:
         engine.stop()
     if job.status is not JobStatus.COMPLETED or job.result is None:
-        console.print(f"[red]error:[/] {(job.error or {}).get('message', 'failed')}")
+        console.print(f"[red]error:[/] {job.error.message if job.error is not None else 'failed'}")
         return 1
-    for index, data in enumerate(job.result["images"]):
+    for index, (data, seed) in enumerate(zip(job.result.images, job.result.seeds, strict=True)):
         path = output if index == 0 else output.with_stem(f"{output.stem}-{index}")
-        path.write_bytes(base64.b64decode(data))
-        console.print(f"wrote {path} (seed {job.result['seeds'][index]})")
+        path.write_bytes(data)
+        console.print(f"wrote {path} (seed {seed})")
     return 0
 
 
@@ -78,12 +64,11 @@ async def _follow(job: Job, console: Console) -> None:
     )
     with Progress(*columns, console=console) as progress:
         bar = progress.add_task("queued", total=None)
-        async for event in job.events.follow(keepalive=1.0):
-            if event is None:
-                continue
-            if event.name == "stage":
-                progress.update(bar, description=event.data["stage"])
-            elif event.name == "started":
-                progress.update(bar, total=event.data["total_steps"])
-            elif event.name == "progress":
-                progress.update(bar, completed=event.data["step"])
+        async for entry in job.events.follow(keepalive=1.0):
+            event = entry.event if entry is not None else None
+            if isinstance(event, Stage):
+                progress.update(bar, description=event.stage)
+            elif isinstance(event, Started):
+                progress.update(bar, total=event.total_steps)
+            elif isinstance(event, StepProgress):
+                progress.update(bar, completed=event.step)

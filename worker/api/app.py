@@ -11,20 +11,25 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from worker import __version__
+from worker.api.a1111.options import Options
+from worker.api.a1111.router import extras as a1111_extras
+from worker.api.a1111.router import router as a1111_router
+from worker.api.a1111.serving import A1111State
+from worker.api.capabilities import router as capabilities_router
 from worker.api.errors import install_error_handlers
-from worker.api.lifecycle import start_registration
+from worker.api.lifecycle import start_queen_heartbeat, start_registration
 from worker.api.middleware import BearerAuth, BodySizeLimit
+from worker.api.native.router import router
 from worker.api.openai.router import router as openai_router
+from worker.api.playground import install_playground
+from worker.api.rbee.router import router as rbee_router
 from worker.api.request_id import RequestId
-from worker.api.routes import router
-from worker.api.service import GenerationService
 from worker.api.state import WorkerState
-from worker.backends.base import ImageGenerationBackend
-from worker.backends.resolver import create_backend
+from worker.api.worker_id import WorkerIdHeader
 from worker.config import Settings
-from worker.engine.engine import Engine
+from worker.engine.engine import build_engine
+from worker.engine.protocol import ImageGenerationBackend
 from worker.errors import WorkerError
-from worker.outputs import OutputStore
 
 log = logging.getLogger(__name__)
 
@@ -35,23 +40,17 @@ def create_app(
     on_fatal: Callable[[str], None] | None = None,
 ) -> FastAPI:
     """Build the app. `backend` may be injected (tests share one loaded model); `on_fatal` hears load errors."""
-    backend = backend if backend is not None else create_backend(settings)
-    engine = Engine(
-        backend,
-        max_queue=settings.max_queue,
-        job_timeout=settings.job_timeout,
-        keep_results=settings.keep_results,
-        result_ttl=settings.result_ttl,
-        store=OutputStore(settings.output_dir, settings.output_keep, settings.output_max_age, settings.output_url),
-        max_batch=settings.max_batch,
-        batch_window=settings.batch_window_ms / 1000,
-        png_level=settings.png_compression,
-    )
-    state = WorkerState(settings, backend, engine, GenerationService(engine, backend.family, settings.limits))
+    if backend is None:
+        from worker.backends.resolver import create_backend  # torch comes with the backend, not with the API
+
+        backend = create_backend(settings)
+    engine = build_engine(settings, backend)
+    state = WorkerState(settings, backend, engine)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.loop = asyncio.get_running_loop()
+        start_queen_heartbeat(state)
         loader = asyncio.create_task(_load(state, on_fatal))
         try:
             yield
@@ -61,24 +60,33 @@ def create_app(
             if state.registrar is not None:
                 await state.registrar.stop()
             await asyncio.to_thread(engine.stop, settings.drain_timeout)
+            if state.queen is not None:
+                await state.queen.stop()
 
     app = FastAPI(title="sd-worker", version=__version__, lifespan=lifespan)
     app.state.worker = state
+    app.state.a1111 = A1111State(Options(backend))
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(openai_router)
+    app.include_router(capabilities_router)
+    app.include_router(rbee_router)
+    app.include_router(a1111_router)
+    app.include_router(a1111_extras)
+    install_playground(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
     if settings.api_key:
         app.add_middleware(BearerAuth, api_key=settings.api_key)
     app.add_middleware(RequestId)  # outside auth and size checks: their refusals carry an id too
-    if settings.cors_origin:  # outermost: a preflight carries no API key
+    if settings.cors_origin:  # outside auth: a preflight carries no API key
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origin,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Accept"],
-            expose_headers=["X-Job-Id"],
+            expose_headers=["X-Job-Id", "X-Worker-Id"],
         )
+    app.add_middleware(WorkerIdHeader, worker_id=settings.resolved_worker_id())  # outermost: on every response
     return app
 
 

@@ -1,8 +1,10 @@
-"""Every failure before a stream starts becomes `{"error": {"code", "message", "field"?}}`: no tracebacks."""
+"""Every failure before a stream starts becomes one JSON error body, built here for handlers and middleware alike:
+ours `{"error": {"code", "message", "field"?, "request_id"}}`, or OpenAI's on the OpenAI routes. No tracebacks."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -15,28 +17,43 @@ from worker.errors import QueueFull, WorkerError
 
 log = logging.getLogger(__name__)
 
-
 OPENAI_PATHS = ("/v1/images", "/v1/models", "/v1/files")
+
+
+def is_openai(path: str) -> bool:
+    """True for the routes that answer in OpenAI's shapes."""
+    return path.startswith(OPENAI_PATHS)
+
+
+def error_body(
+    status: int, code: str, message: str, field: str | None = None, *, openai: bool = False
+) -> dict[str, Any]:
+    """The JSON error body. OpenAI's `error` object is kept exactly as OpenAI sends it, so its request id sits
+    beside it; ours carries the request id inside."""
+    request_id = current_request_id.get()
+    if openai:
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        body: dict[str, Any] = {"error": {"message": message, "type": kind, "param": field, "code": code}}
+        if request_id is not None:
+            body["request_id"] = request_id
+        return body
+    error: dict[str, str] = {"code": code, "message": message}
+    if field is not None:
+        error["field"] = field
+    if request_id is not None:
+        error["request_id"] = request_id
+    return {"error": error}
 
 
 def error_response(
     status: int, code: str, message: str, field: str | None = None, *, openai: bool = False
 ) -> JSONResponse:
-    """The JSON error body: ours `{"error": {code, message, field?}}`, or OpenAI's on the OpenAI routes."""
-    if openai:
-        kind = "invalid_request_error" if status < 500 else "server_error"
-        body: dict[str, str | None] = {"message": message, "type": kind, "param": field, "code": code}
-    else:
-        body = {"code": code, "message": message}
-        if field is not None:
-            body["field"] = field
-        if (request_id := current_request_id.get()) is not None:
-            body["request_id"] = request_id
-    return JSONResponse({"error": body}, status_code=status)
+    """`error_body` as a response."""
+    return JSONResponse(error_body(status, code, message, field, openai=openai), status_code=status)
 
 
 def _openai(request: Request) -> bool:
-    return request.url.path.startswith(OPENAI_PATHS)
+    return is_openai(request.url.path)
 
 
 async def _worker_error(request: Request, exc: Exception) -> JSONResponse:

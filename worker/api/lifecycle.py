@@ -8,11 +8,13 @@ import logging
 from worker import __version__
 from worker.api.state import WorkerState
 from worker.engine.events import EventLog
-from worker.registration.hive import HiveClient
-from worker.registration.registrar import Registrar, WorkerSnapshot
+from worker.registration.queen import QueenStatus, QueenView, build_queen_heartbeat
+from worker.registration.registrar import build_registrar
+from worker.registration.shapes import WorkerSnapshot
 
 log = logging.getLogger(__name__)
 TASKS = ("txt2img", "img2img", "inpaint")
+RBEE_KINDS = {"cpu": ("cpu", "CPU"), "cuda": ("cuda", "GPU"), "mps": ("metal", "METAL")}  # torch → rbee names
 
 
 def capabilities(components: str) -> tuple[str, ...]:
@@ -22,36 +24,64 @@ def capabilities(components: str) -> tuple[str, ...]:
     return (*TASKS, "encode", "prompt_embeds") if components == "all" else (*TASKS, "prompt_embeds")
 
 
+def rbee_device(state: WorkerState) -> tuple[str, int]:
+    """(rbee backend name, integer device) of the device in use: what rbee spawned, echoed back."""
+    settings, device = state.settings, state.backend.device
+    kind, _, index = device.partition(":")
+    backend = settings.backend or RBEE_KINDS.get(kind, ("cpu", "CPU"))[0]
+    given = settings.device_index
+    return backend, given if given is not None else int(index) if index.isdigit() else 0
+
+
+def model_ref(state: WorkerState) -> str:
+    """`--model-ref` (what the hive calls the model), else the path or id the model was loaded from."""
+    return state.settings.model_ref or state.backend.model_ref
+
+
 def snapshot(state: WorkerState) -> WorkerSnapshot:
     """The worker as the hive sees it right now."""
     backend, engine, settings = state.backend, state.engine, state.settings
     active = engine.active_job
+    rbee_backend, index = rbee_device(state)
     return WorkerSnapshot(
         worker_id=settings.resolved_worker_id(), url=settings.resolved_advertise_url(),
-        model_ref=backend.model_ref, model_version=backend.family.name, device=backend.device,
+        model_ref=model_ref(state), model_version=backend.family.name, device=backend.device,
         dtype=backend.dtype, capabilities=capabilities(backend.components), vram_bytes=backend.memory()["total"],
         version=__version__, healthy=state.health == "healthy", queue_depth=engine.queue_depth,
-        active_job=active.id if active is not None else None,
+        active_job=active.id if active is not None else None, backend=rbee_backend, device_index=index,
     )  # fmt: skip
+
+
+def queen_view(state: WorkerState) -> QueenView:
+    """The worker as rbee's queen sees it (`WorkerInfo`)."""
+    engine = state.engine
+    status: QueenStatus = "starting" if state.status == "loading" else "stopping" if state.status == "draining" else (
+        "busy" if engine.active_job is not None or engine.queue_depth else "ready")  # fmt: skip
+    kind = RBEE_KINDS.get(state.backend.device.partition(":")[0], ("cpu", "CPU"))[1]
+    device = f"{kind}-{rbee_device(state)[1]}"
+    return QueenView(state.settings.resolved_worker_id(), model_ref(state), device, state.settings.port, status,
+                     __version__)  # fmt: skip
+
+
+def start_queen_heartbeat(state: WorkerState) -> None:
+    """With --queen-url: heartbeat the rbee queen from now on (`starting` while the model loads)."""
+    state.queen = build_queen_heartbeat(state.settings, lambda: queen_view(state))
+    if state.queen is not None:
+        state.queen.start()
 
 
 def start_registration(state: WorkerState) -> None:
     """With --callback-url: announce the worker and keep the heartbeat (in the background)."""
-    settings = state.settings
-    heartbeat_url = settings.resolved_heartbeat_url()
-    if settings.callback_url is None or heartbeat_url is None:
-        return
-    client = HiveClient(settings.callback_url, heartbeat_url, settings.hive_timeout)
-    state.registrar = Registrar(
-        client, lambda: snapshot(state), interval=settings.heartbeat_interval,
-        retry_initial=settings.hive_retry_initial, retry_max=settings.hive_retry_max,
-    )  # fmt: skip
-    state.registrar.start()
+    state.registrar = build_registrar(state.settings, lambda: snapshot(state))
+    if state.registrar is not None:
+        state.registrar.start()
 
 
 async def drain(state: WorkerState) -> None:
     """Stop admitting (503), tell the hive we are stopping, fail waiting jobs, let the running one finish."""
     state.status, state.reason = "draining", "the worker is shutting down"
+    if state.queen is not None:
+        state.queen.nudge()  # the queen hears `stopping` now, not at the next beat
     if state.registrar is not None:
         await state.registrar.stop()
     state.engine.close()

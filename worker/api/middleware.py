@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import json
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from worker.api.errors import error_body, is_openai
 
 
 class BodySizeLimit:
@@ -19,12 +24,11 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        openai = is_openai(scope["path"])
         length = dict(scope["headers"]).get(b"content-length", b"0")
         if length.isdigit() and int(length) > self.max_bytes:
-            await _send_json(send, 413, {"error": {
-                "code": "payload_too_large",
-                "message": f"the body is {int(length)} bytes; the limit is {self.max_bytes}",
-            }})  # fmt: skip
+            message = f"the body is {int(length)} bytes; the limit is {self.max_bytes}"
+            await _send_json(send, 413, error_body(413, "payload_too_large", message, openai=openai))
             return
         received = 0
         refused = False
@@ -37,9 +41,8 @@ class BodySizeLimit:
                 if received > self.max_bytes:
                     # answer here (FastAPI would turn a raised error into a 400) and stop the app's reading
                     refused = True
-                    await _send_json(send, 413, {"error": {
-                        "code": "payload_too_large", "message": f"the body is over {self.max_bytes} bytes",
-                    }})  # fmt: skip
+                    text = f"the body is over {self.max_bytes} bytes"
+                    await _send_json(send, 413, error_body(413, "payload_too_large", text, openai=openai))
                     return {"type": "http.disconnect"}
             return message
 
@@ -50,7 +53,7 @@ class BodySizeLimit:
         await self.app(scope, counting_receive, guarded_send)
 
 
-async def _send_json(send: Send, status: int, payload: dict[str, object]) -> None:
+async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
     body = json.dumps(payload).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -58,29 +61,50 @@ async def _send_json(send: Send, status: int, payload: dict[str, object]) -> Non
 
 
 class BearerAuth:
-    """With `--api-key`: every route but /health needs `Authorization: Bearer <key>` (compared in constant time)."""
+    """With `--api-key`: every route but /health needs `Authorization: Bearer <key>` (compared in constant time).
 
-    OPEN_PATHS = ("/health",)
-    OPENAI_PATHS = ("/v1/images", "/v1/models", "/v1/files")
+    The A1111 routes also take `Authorization: Basic` with the key as the password (any user name), which is how
+    A1111 clients send `--api-auth user:pass`. OPTIONS requests pass: probes and preflights carry no key.
+    """
+
+    OPEN_PATHS = ("/health", "/v1/health")  # probes send no key (rbee's hive probes /v1/health)
+    # the playground page and its files hold no data: the page asks for the key and sends it on API calls
+    PAGE_PREFIX = "/playground/"
+    BASIC_PATHS = ("/sdapi/", "/internal/")
 
     def __init__(self, app: ASGIApp, api_key: str) -> None:
         self.app = app
         self.expected = f"Bearer {api_key}".encode()
+        self.key = api_key.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.OPEN_PATHS:
+        if scope["type"] != "http" or self._open(scope["path"]) or scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(b"authorization", b"")
-        if hmac.compare_digest(given, self.expected):
+        basic = scope["path"].startswith(self.BASIC_PATHS)
+        if hmac.compare_digest(given, self.expected) or (basic and self._basic_ok(given)):
             await self.app(scope, receive, send)
             return
-        message = "missing or wrong API key: send Authorization: Bearer <key>"
-        if scope["path"].startswith(self.OPENAI_PATHS):
-            error = {"message": message, "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}
-        else:
-            error = {"code": "unauthorized", "message": message}
-        await _send_json(_with_header(send, b"www-authenticate", b"Bearer"), 401, {"error": error})
+        scheme = b"Basic" if basic else b"Bearer"
+        accepted = "Basic (the key as password) or Bearer <key>" if basic else "Bearer <key>"
+        message = f"missing or wrong API key: send Authorization: {accepted}"
+        openai = is_openai(scope["path"])
+        body = error_body(401, "invalid_api_key" if openai else "unauthorized", message, openai=openai)
+        await _send_json(_with_header(send, b"www-authenticate", scheme), 401, body)
+
+    def _basic_ok(self, given: bytes) -> bool:
+        scheme, _, encoded = given.partition(b" ")
+        if scheme.lower() != b"basic":
+            return False
+        try:
+            _, _, password = base64.b64decode(encoded, validate=True).partition(b":")
+        except (binascii.Error, ValueError):
+            return False
+        return hmac.compare_digest(password, self.key)
+
+    def _open(self, path: str) -> bool:
+        return path in self.OPEN_PATHS or path == "/" or path.startswith(self.PAGE_PREFIX)
 
 
 def _with_header(send: Send, name: bytes, value: bytes) -> Send:

@@ -1,17 +1,20 @@
-"""What the running app holds (on `app.state.worker`): settings, backend, engine, service, readiness."""
+"""What the running app holds (on `app.state.worker`): settings, backend, engine, readiness; and the FastAPI
+dependency that hands it to routes."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
-from worker.api.service import GenerationService
-from worker.backends.base import ImageGenerationBackend
+from fastapi import Depends, Request
+
 from worker.config import Settings
 from worker.engine.engine import Engine
+from worker.engine.protocol import ImageGenerationBackend
 from worker.errors import NotReady
+from worker.registration.queen import QueenHeartbeat
 from worker.registration.registrar import Registrar
 
 
@@ -22,11 +25,11 @@ class WorkerState:
     settings: Settings
     backend: ImageGenerationBackend
     engine: Engine
-    service: GenerationService
     started_at: float = field(default_factory=time.monotonic)
     status: Literal["loading", "healthy", "degraded", "draining"] = "loading"
     reason: str = "loading the model"
     registrar: Registrar | None = None
+    queen: QueenHeartbeat | None = None  # rbee Gen C, with --queen-url
     loop: asyncio.AbstractEventLoop | None = None  # the server's loop, for signal handlers
 
     @property
@@ -47,3 +50,12 @@ class WorkerState:
         """Raise 503 unless jobs can be accepted."""
         if not self.ready:
             raise NotReady(f"the worker is not ready: {self.reason}")
+
+
+def worker_state(request: Request) -> WorkerState:
+    """The app's `WorkerState` (a FastAPI dependency)."""
+    state: WorkerState = request.app.state.worker
+    return state
+
+
+State = Annotated[WorkerState, Depends(worker_state)]

@@ -20,7 +20,7 @@ def resolve_dtype(device: DeviceKind, family: Family, settings: Settings) -> str
         if device == "cpu":
             return "fp32"
         if device == "cuda":
-            return "bf16" if family.flow else "fp16"
+            return family.architecture.cuda_dtype
         return "fp16"
     if device == "cpu" and requested == "fp16":
         raise ConfigError("fp16 on CPU is about 20x slower than fp32; use --dtype fp32 (default) or bf16")

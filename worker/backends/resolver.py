@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib
 import logging
 
-from worker.backends.base import ImageGenerationBackend
 from worker.backends.dtypes import DeviceKind
 from worker.config import Settings
+from worker.engine.protocol import ImageGenerationBackend
 
 log = logging.getLogger(__name__)
 

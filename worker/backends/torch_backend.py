@@ -11,21 +11,20 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, ClassVar
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar, cast
 
 import torch
 from diffusers.utils import logging as diffusers_logging
 from PIL import Image
 
 from worker.backends import attention
-from worker.backends.base import StepHooks
 from worker.backends.dtypes import DeviceKind, resolve_dtype
 from worker.backends.memory import log_residency, residency, retry_decode_with_tiling
 from worker.config import Settings
-from worker.engine.request import GenerationRequest
+from worker.engine.protocol import GenerationRequest, OnDrop, StepHooks
 from worker.errors import ConfigError, OutOfMemory
-from worker.pipelines import prompts, runner
+from worker.pipelines import envelope, prompts, runner
 from worker.pipelines.families import get_family
 from worker.pipelines.loading import load_pipeline
 from worker.pipelines.lora import LoraLibrary
@@ -142,24 +141,31 @@ class TorchBackend:
         """How many denoising steps the model's scheduler will run for this request."""
         return runner.count_steps(self.model, request)
 
-    def generate(self, request: GenerationRequest, hooks: StepHooks) -> list[Image.Image]:
-        """Run one job; running out of memory fails the job with `out_of_memory` and frees what it held."""
-        with self._device_call():
-            return runner.run(self.model, request, hooks, generator_device="cpu")
-
-    def generate_batch(
-        self, requests: list[GenerationRequest], hooks: list[StepHooks], on_drop: Callable[[int, Exception], None]
+    def generate(
+        self, requests: list[GenerationRequest], hooks: list[StepHooks], on_drop: OnDrop
     ) -> list[list[Image.Image] | None]:
-        """Run compatible jobs as one pipeline call; out of memory fails them all, as for one job."""
+        """Run one job or compatible jobs as one pipeline call; running out of memory fails them with
+        `out_of_memory` and frees what they held."""
         with self._device_call():
-            return runner.run_batch(self.model, requests, hooks, "cpu", on_drop)
+            return runner.run(self.model, requests, hooks, "cpu", on_drop)
 
-    def encode_prompt(self, prompt: str, negative_prompt: str | None, guidance: float) -> prompts.Tensors:
-        """Run the text encoders (with the negatives when `guidance` uses them), for /encode."""
+    def embeddings(self, packed: Mapping[str, Any], guidance: float, max_bytes: int) -> prompts.Tensors:
+        """The checked tensors of an embedding envelope for the loaded denoiser."""
+        spec = self.embedding_spec
+        tensors = envelope.unpack(packed, self.family.name, spec, max_bytes)
+        spec.check(tensors, guidance, "prompt_embeds")
+        return tensors
+
+    def encode_prompt(
+        self, prompt: str, negative_prompt: str | None, guidance: float, dtype: str | None
+    ) -> dict[str, Any]:
+        """The embedding envelope of the text encoders' output (with the negatives when `guidance` uses them)."""
         if self._text is None:
             raise RuntimeError("no text encoder loaded")
         with self._device_call():
-            return prompts.encode(self._text, prompt, negative_prompt, guidance)
+            tensors = prompts.encode(self._text, prompt, negative_prompt, guidance)
+        packed = dtype or envelope.envelope_dtype(next(iter(tensors.values())).dtype)
+        return envelope.pack(tensors, self.family.name, cast(envelope.EnvelopeDType, packed))
 
     def info(self) -> dict[str, Any]:
         """Attention kernel in use, device memory and where each component lives, for /health."""

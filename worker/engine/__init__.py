@@ -1,1 +1,2 @@
-"""Jobs, the bounded queue, the device executor thread, progress events and cancellation (no fastapi)."""
+"""The engine: the torch-free contract (`protocol.py`), request resolution, typed events, jobs, the bounded queue,
+batching, the device executor thread and cancellation. Never imports fastapi or torch."""

@@ -13,8 +13,8 @@ import time
 from collections.abc import Hashable
 
 from worker.engine.job import Job
+from worker.engine.protocol import GenerationRequest
 from worker.engine.queue import JobQueue
-from worker.engine.request import GenerationRequest
 
 BatchKey = tuple[Hashable, ...]
 
@@ -28,8 +28,8 @@ def batch_key(request: GenerationRequest) -> BatchKey | None:
     """
     if request.task != "txt2img":
         return None  # init images and masks: not batched (yet)
-    if request.embeddings is not None:
-        return None  # split serving (precomputed embeddings) is not batched (yet)
+    if request.embeddings is not None or request.prompt_syntax:
+        return None  # precomputed or weighted embeddings are not batched (yet)
     return (
         request.task,
         request.width,
@@ -39,6 +39,7 @@ def batch_key(request: GenerationRequest) -> BatchKey | None:
         request.guidance_scale,
         request.strength,
         request.loras,
+        request.clip_skip,
         request.negative_prompt is None,
     )
 

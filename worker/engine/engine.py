@@ -1,4 +1,5 @@
-"""The engine facade the API talks to: submit, look up and cancel jobs; a bounded store of finished ones."""
+"""The engine facade every protocol talks to: resolve params, submit, look up and cancel jobs; a bounded store
+of finished ones. `build_engine` makes one from the settings."""
 
 from __future__ import annotations
 
@@ -6,16 +7,17 @@ import functools
 import threading
 import time
 from collections import OrderedDict
-from typing import Any
 
 from PIL import Image
 
-from worker.backends.base import ImageGenerationBackend
+from worker.config import Limits, Settings
 from worker.engine.batching import Batcher
+from worker.engine.events import Completed
 from worker.engine.executor import DeviceExecutor
-from worker.engine.job import Job
+from worker.engine.job import Job, new_job_id
+from worker.engine.protocol import GenerationParams, GenerationRequest, ImageGenerationBackend
 from worker.engine.queue import JobQueue
-from worker.engine.request import GenerationRequest
+from worker.engine.resolve import resolve
 from worker.engine.results import encode_result
 from worker.errors import JobCancelled, NotFound
 from worker.imaging import PNG_COMPRESS_LEVEL
@@ -37,13 +39,17 @@ class Engine:
         keep_results: int,
         result_ttl: float,
         store: OutputStore,
+        limits: Limits | None = None,
         metrics: Metrics | None = None,
         max_batch: int = 1,
         batch_window: float = 0.0,
         png_level: int = PNG_COMPRESS_LEVEL,
+        id_prefix: str = "",
     ) -> None:
         self.backend = backend
+        self.limits = limits or Limits()
         self._job_timeout = job_timeout
+        self._id_prefix = id_prefix
         self._keep_results = keep_results
         self._result_ttl = result_ttl
         self._queue = JobQueue(max_queue)
@@ -92,9 +98,13 @@ class Engine:
         active = self._executor.active
         return active[0] if active else None
 
+    def resolve(self, params: GenerationParams) -> GenerationRequest:
+        """Check `params` against the loaded model and the limits (blocking: decodes images)."""
+        return resolve(params, self.backend, self.limits)
+
     def submit(self, request: GenerationRequest) -> Job:
         """Queue a job (raises QueueFull) and remember it."""
-        job = Job(request=request, timeout=self._job_timeout)
+        job = Job(request=request, timeout=self._job_timeout, id=new_job_id(self._id_prefix))
         with self._lock:
             self._prune()
             self._jobs[job.id] = job
@@ -139,6 +149,28 @@ class Engine:
                 del self._jobs[job.id]
                 excess -= 1
 
-    def _encode(self, job: Job, images: list[Image.Image], *, store: OutputStore, png_level: int) -> dict[str, Any]:
-        family, sampler = self.backend.family.name, self.backend.default_scheduler
-        return encode_result(job, images, family, sampler, store, png_level)
+    def _encode(self, job: Job, images: list[Image.Image], *, store: OutputStore, png_level: int) -> Completed:
+        family, sampler = self.backend.family, self.backend.default_scheduler
+        return encode_result(job, images, family.name, sampler, store, png_level, family.prompt_weighting)
+
+
+def build_engine(settings: Settings, backend: ImageGenerationBackend, *, oneshot: bool = False) -> Engine:
+    """The engine the settings describe, on `backend`; `oneshot` (the CLI's `generate`) keeps one job, no files."""
+    if oneshot:
+        store, max_queue, keep_results = OutputStore(None, keep=1, max_age=3600.0), 1, 1
+    else:
+        store = OutputStore(settings.output_dir, settings.output_keep, settings.output_max_age, settings.output_url)
+        max_queue, keep_results = settings.max_queue, settings.keep_results
+    return Engine(
+        backend,
+        max_queue=max_queue,
+        job_timeout=settings.job_timeout,
+        keep_results=keep_results,
+        result_ttl=settings.result_ttl,
+        store=store,
+        limits=settings.limits,
+        max_batch=1 if oneshot else settings.max_batch,
+        batch_window=settings.batch_window_ms / 1000,
+        png_level=settings.png_compression,
+        id_prefix=settings.job_id_prefix,
+    )

@@ -7,14 +7,14 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import Any
 
 from PIL import Image
 
 from worker import imaging
-from worker.backends.base import ImageGenerationBackend
 from worker.engine.batching import Batcher
+from worker.engine.events import Completed, Preview, Progress, Stage, Started
 from worker.engine.job import Job
+from worker.engine.protocol import ImageGenerationBackend
 from worker.errors import JobCancelled, JobTimeout, ModelError, WorkerError
 from worker.metrics import Metrics
 
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 DEVICE_FAILURES = ("model_error", "out_of_memory")  # failures of the device or model, not of the request
 MAX_PREVIEW_BACKLOG = 8  # events a client may lag behind before previews are skipped for it
-Encoder = Callable[[Job, list[Image.Image]], dict[str, Any]]
+Encoder = Callable[[Job, list[Image.Image]], Completed]
 
 
 class JobHooks:
@@ -48,7 +48,7 @@ class JobHooks:
         """Publish a `stage` event."""
         if name == "denoising":
             self.denoise_started = time.monotonic()
-        self.job.publish("stage", stage=name)
+        self.job.publish(Stage(name))
 
     def step(self, step: int) -> None:
         """Publish `progress` for a finished step, then stop the job if it was cancelled or timed out."""
@@ -58,12 +58,13 @@ class JobHooks:
         per_step = (now - self.denoise_started) / step
         self.job.step = step
         self.job.publish(
-            "progress",
-            step=step,
-            total_steps=self.total,
-            percent=round(100.0 * step / self.total, 1),
-            elapsed_ms=round((now - self.started) * 1000),
-            eta_ms=round(per_step * max(self.total - step, 0) * 1000),
+            Progress(
+                step=step,
+                total_steps=self.total,
+                percent=round(100.0 * step / self.total, 1),
+                elapsed_ms=round((now - self.started) * 1000),
+                eta_ms=round(per_step * max(self.total - step, 0) * 1000),
+            )
         )
         self.check()
         if step == self.total:
@@ -83,7 +84,7 @@ class JobHooks:
 
         def encode_and_publish() -> None:
             try:
-                self.job.publish("preview", step=step, image=imaging.preview_jpeg(image))
+                self.job.publish(Preview(step, imaging.preview_bytes(image)))
             finally:
                 self._preview_in_flight = False
 
@@ -140,10 +141,7 @@ class DeviceExecutor:
             self.active = jobs
             started = time.monotonic()
             try:
-                if len(jobs) == 1:
-                    self._run(jobs[0], started)
-                else:
-                    self._run_batch(jobs, started)
+                self._run(jobs, started)
             finally:
                 self.active = []
                 per_job = (time.monotonic() - started) / len(jobs)
@@ -152,38 +150,30 @@ class DeviceExecutor:
     def _start(self, job: Job) -> JobHooks:
         job.mark_running()
         job.total_steps = self._backend.count_steps(job.request)
-        job.publish("started", seeds=list(job.request.seeds), total_steps=job.total_steps)
+        job.publish(Started(job.request.seeds, job.total_steps))
         return JobHooks(job, self._encode_pool, self._metrics)
 
-    def _run(self, job: Job, started: float) -> None:
-        try:
-            hooks = self._start(job)
-            images = self._backend.generate(job.request, hooks)
-        except Exception as exc:  # a pipeline failure must fail this job only, never the thread
-            self._failed([job], exc, started)
-            return
-        self.consecutive_failures = 0
-        self._encode(job, images, hooks, started)
-
-    def _run_batch(self, jobs: list[Job], started: float) -> None:
-        """One pipeline call for compatible jobs; a job whose hooks stop it is failed at once, the rest go on."""
+    def _run(self, jobs: list[Job], started: float) -> None:
+        """One pipeline call for one job or a batch of compatible ones; a job whose hooks stop it is failed at
+        once, the rest go on."""
 
         def drop(index: int, exc: Exception) -> None:
             self._fail(jobs[index], _as_worker_error(exc, jobs[index]), started)
 
         try:
             hooks = [self._start(job) for job in jobs]
-            outcomes = self._backend.generate_batch([job.request for job in jobs], list(hooks), drop)
-        except Exception as exc:
+            outcomes = self._backend.generate([job.request for job in jobs], list(hooks), drop)
+        except Exception as exc:  # a pipeline failure must fail these jobs only, never the thread
             self._failed([job for job in jobs if not job.status.final], exc, started)
             return
-        self.consecutive_failures = 0
+        if any(images is not None for images in outcomes):
+            self.consecutive_failures = 0
         for job, job_hooks, images in zip(jobs, hooks, outcomes, strict=True):
             if images is not None:
                 self._encode(job, images, job_hooks, started)
 
     def _encode(self, job: Job, images: list[Image.Image], hooks: JobHooks, started: float) -> None:
-        job.publish("stage", stage="encoding_image")
+        job.publish(Stage("encoding_image"))
         self._encode_pool.submit(self._finish, job, images, hooks.pending, started)
 
     def _failed(self, jobs: list[Job], exc: Exception, started: float) -> None:

@@ -7,10 +7,9 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
 
-from worker.engine.events import EventLog
-from worker.engine.request import GenerationRequest
+from worker.engine.events import Completed, EventLog, Failed, JobEvent
+from worker.engine.protocol import GenerationRequest
 from worker.errors import WorkerError
 
 
@@ -29,9 +28,9 @@ class JobStatus(enum.StrEnum):
         return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
-def new_job_id() -> str:
-    """A random 32-hex-digit id."""
-    return uuid.uuid4().hex
+def new_job_id(prefix: str = "") -> str:
+    """A random 32-hex-digit id starting with `prefix` (hex digits naming the worker that made it, or none)."""
+    return prefix + uuid.uuid4().hex[len(prefix) :]
 
 
 @dataclass
@@ -48,9 +47,8 @@ class Job:
     step: int = 0
     total_steps: int = 0  # known once the job starts (the scheduler decides)
     events: EventLog = field(default_factory=EventLog)
-    result: dict[str, Any] | None = None
-    error: dict[str, str] | None = None
-    error_status: int = 500
+    result: Completed | None = None
+    error: Failed | None = None
     cancel_reason: str | None = None
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -66,56 +64,33 @@ class Job:
             self.cancel_reason = reason
             self._cancel.set()
 
-    def publish(self, name: str, **data: Any) -> None:
+    def publish(self, event: JobEvent) -> None:
         """Send an event to every subscriber of this job."""
-        self.events.publish(name, {"job_id": self.id, **data})
+        self.events.publish(event)
 
     def mark_running(self) -> None:
         """The executor took the job."""
         self.status = JobStatus.RUNNING
         self.started_at = time.time()
 
-    def complete(self, result: dict[str, Any]) -> None:
-        """Final: the images are encoded; send `complete`."""
+    def complete(self, result: Completed) -> None:
+        """Final: the images are encoded; send `Completed`."""
         with self._lock:
             if self.status.final:
                 return
-            self.result = {"job_id": self.id, **result}
+            self.result = result
             self.status = JobStatus.COMPLETED
             self.finished_at = time.time()
-        self.events.publish("complete", self.result)
+        self.events.publish(result)
         self.events.close()
 
     def fail(self, error: WorkerError) -> None:
-        """Final: send `error` with the error's code; `cancelled` codes end as CANCELLED."""
+        """Final: send `Failed` with the error's code; `cancelled` codes end as CANCELLED."""
         with self._lock:
             if self.status.final:
                 return
-            self.error = {"code": error.code, "message": error.message}
-            self.error_status = error.status
+            self.error = Failed(error.code, error.message, error.status)
             self.status = JobStatus.CANCELLED if error.code == "cancelled" else JobStatus.FAILED
             self.finished_at = time.time()
-        self.events.publish("error", {"job_id": self.id, **self.error})
+        self.events.publish(self.error)
         self.events.close()
-
-    def view(self, with_result: bool = True) -> dict[str, Any]:
-        """The job as `GET /v1/jobs/{id}` shows it (`GET /v1/jobs` leaves the images out)."""
-        total = self.total_steps
-        view: dict[str, Any] = {
-            "job_id": self.id,
-            "status": self.status.value,
-            "created_at": self.created_at,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "seeds": list(self.request.seeds),
-            "progress": {
-                "step": self.step,
-                "total_steps": total,
-                "percent": round(100.0 * self.step / total, 1) if total else 0.0,
-            },
-        }
-        if self.result is not None and with_result:
-            view["result"] = self.result
-        if self.error is not None:
-            view["error"] = self.error
-        return view

@@ -8,6 +8,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from worker.engine.events import Queued
 from worker.engine.job import Job
 from worker.errors import QueueFull
 
@@ -35,7 +36,7 @@ class JobQueue:
                     retry_after=max(1, math.ceil(expected_wait)),
                 )
             self._jobs.append(job)
-            job.publish("queued", position=len(self._jobs) - 1)
+            job.publish(Queued(len(self._jobs) - 1))
             self._cond.notify()
 
     def take(self) -> Job | None:
@@ -87,4 +88,4 @@ class JobQueue:
 
     def _announce_positions(self) -> None:
         for position, job in enumerate(self._jobs):
-            job.publish("queued", position=position)
+            job.publish(Queued(position))

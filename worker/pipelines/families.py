@@ -1,163 +1,117 @@
-"""The model-family registry: `--sd-version` → defaults, source and the rules requests are checked against.
+"""The model-family registry: `--sd-version` → architecture, default source and request defaults.
 
-A table of small frozen dataclasses (as diffusers' `auto_pipeline.py` maps names to classes), not if/elif.
-Importing this module is cheap: no torch, no diffusers.
+Each family is one row of keyword arguments on top of an architecture record (`architectures.py`); adding a
+family is one row here. Importing this module is cheap: no torch, no diffusers.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from worker.errors import InvalidRequest
-
-UNET_SCHEDULERS = ("ddim", "ddpm", "euler", "euler_a", "dpmpp_2m", "unipc", "lcm")
-FLOW_SCHEDULERS = ("flow_euler",)
-# A1111 infotext "Sampler:" names, for output metadata.
-SAMPLER_LABELS = {
-    "ddim": "DDIM",
-    "ddpm": "DDPM",
-    "euler": "Euler",
-    "euler_a": "Euler a",
-    "dpmpp_2m": "DPM++ 2M",
-    "unipc": "UniPC",
-    "lcm": "LCM",
-    "flow_euler": "Euler (flow)",
-}
-
-# The same labels for a model's own scheduler, by class name.
-SCHEDULER_CLASS_LABELS = {
-    "DDIMScheduler": "DDIM",
-    "DDPMScheduler": "DDPM",
-    "PNDMScheduler": "PLMS",
-    "EulerDiscreteScheduler": "Euler",
-    "EulerAncestralDiscreteScheduler": "Euler a",
-    "DPMSolverMultistepScheduler": "DPM++ 2M",
-    "UniPCMultistepScheduler": "UniPC",
-    "LCMScheduler": "LCM",
-    "FlowMatchEulerDiscreteScheduler": "Euler (flow)",
-}
+from worker.pipelines.architectures import SD, SD3, SDXL, ZIMAGE, Architecture
 
 DEMO_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "demo"
 
 
 @dataclass(frozen=True)
 class Family:
-    """One `--sd-version`: its diffusers classes, default source and request defaults."""
+    """One `--sd-version`: its architecture(s), default source and request defaults."""
 
     name: str
-    pipeline_classes: tuple[str, ...]
+    architectures: tuple[Architecture, ...]  # the first is the one single files load as
     source: str  # hub repo id, or a local folder for the bundled demo model
     width: int
     height: int
     steps: int
     guidance: float
-    flow: bool = False  # flow matching (SD3.x, Z-Image): flow schedulers only, 16-px sizes
     fixed_guidance: float | None = None  # turbo distillations: any other value is refused
     description: str = ""
+    max_size: int = 2048  # largest width or height it draws sensibly (the demo: 128)
+
+    @property
+    def architecture(self) -> Architecture:
+        """The family's main architecture (every one of a family agrees on the rules below)."""
+        return self.architectures[0]
+
+    @property
+    def pipeline_classes(self) -> tuple[str, ...]:
+        """The diffusers pipeline classes a model of this family may be."""
+        return tuple(arch.pipeline_class for arch in self.architectures)
+
+    @property
+    def flow(self) -> bool:
+        """Flow matching (SD3.x, Z-Image): flow schedulers only, 16-px sizes."""
+        return self.architecture.flow
+
+    @property
+    def prompt_weighting(self) -> bool:
+        """True if A1111 emphasis and long prompts are applied (SD1.x/2.x, SDXL); else plain text is used."""
+        return all(arch.prompt_weighting for arch in self.architectures)
+
+    @property
+    def supports_clip_skip(self) -> bool:
+        """True if requests may skip CLIP layers (SDXL, SD3)."""
+        return all(arch.clip_skip for arch in self.architectures)
 
     @property
     def size_multiple(self) -> int:
         """Height and width must be multiples of this."""
-        return 16 if self.flow else 8
+        return self.architecture.size_multiple
 
     @property
     def schedulers(self) -> tuple[str, ...]:
         """Scheduler names a request may ask for on this family."""
-        return FLOW_SCHEDULERS if self.flow else UNET_SCHEDULERS
+        return self.architecture.schedulers
 
     def start_index(self, steps: int, strength: float | None) -> int:
-        """How many of `steps` timesteps img2img `strength` skips (diffusers' `get_timesteps`).
-
-        UNet pipelines truncate `steps * strength` to an int; the flow pipelines (SD3, Z-Image) truncate the
-        start index instead, so the two can differ by one step.
-        """
-        if strength is None:
-            return 0
-        if self.flow:
-            return int(max(steps - steps * strength, 0.0))
-        return steps - min(math.floor(steps * strength), steps)
+        """How many of `steps` timesteps img2img `strength` skips (see `Architecture.start_index`)."""
+        return self.architecture.start_index(steps, strength)
 
 
 FAMILIES: dict[str, Family] = {
-    f.name: f
-    for f in (
+    family.name: family
+    for family in (
         Family(
-            "demo",
-            ("StableDiffusionPipeline",),
-            str(DEMO_MODEL_DIR),
-            64,
-            64,
-            20,
-            4.0,
+            name="demo", architectures=(SD,), source=str(DEMO_MODEL_DIR), width=64, height=64, steps=20, guidance=4.0,
             description="tiny SD1.5-architecture model trained on coloured shapes, bundled",
-        ),
-        Family("v1-5", ("StableDiffusionPipeline",), "stable-diffusion-v1-5/stable-diffusion-v1-5", 512, 512, 30, 7.5),
-        Family(
-            "v2-1",
-            ("StableDiffusionPipeline",),
-            "stabilityai/stable-diffusion-2-1",
-            768,
-            768,
-            30,
-            7.5,
-            description="v-prediction",
-        ),
-        Family("xl", ("StableDiffusionXLPipeline",), "stabilityai/stable-diffusion-xl-base-1.0", 1024, 1024, 30, 5.0),
-        Family(
-            "turbo",
-            ("StableDiffusionXLPipeline", "StableDiffusionPipeline"),
-            "stabilityai/sdxl-turbo",
-            512,
-            512,
-            4,
-            0.0,
-            fixed_guidance=0.0,
+            max_size=128,
         ),
         Family(
-            "3-medium",
-            ("StableDiffusion3Pipeline",),
-            "stabilityai/stable-diffusion-3-medium-diffusers",
-            1024,
-            1024,
-            28,
-            7.0,
-            flow=True,
+            name="v1-5", architectures=(SD,), source="stable-diffusion-v1-5/stable-diffusion-v1-5",
+            width=512, height=512, steps=30, guidance=7.5,
         ),
         Family(
-            "3.5-large",
-            ("StableDiffusion3Pipeline",),
-            "stabilityai/stable-diffusion-3.5-large",
-            1024,
-            1024,
-            28,
-            3.5,
-            flow=True,
+            name="v2-1", architectures=(SD,), source="stabilityai/stable-diffusion-2-1",
+            width=768, height=768, steps=30, guidance=7.5, description="v-prediction",
         ),
         Family(
-            "3.5-large-turbo",
-            ("StableDiffusion3Pipeline",),
-            "stabilityai/stable-diffusion-3.5-large-turbo",
-            1024,
-            1024,
-            4,
-            0.0,
-            flow=True,
+            name="xl", architectures=(SDXL,), source="stabilityai/stable-diffusion-xl-base-1.0",
+            width=1024, height=1024, steps=30, guidance=5.0,
         ),
         Family(
-            "z-image-turbo",
-            ("ZImagePipeline",),
-            "Tongyi-MAI/Z-Image-Turbo",
-            1024,
-            1024,
-            9,
-            0.0,
-            flow=True,
-            description="Qwen3 text encoder, 16-channel VAE",
+            name="turbo", architectures=(SDXL, SD), source="stabilityai/sdxl-turbo",
+            width=512, height=512, steps=4, guidance=0.0, fixed_guidance=0.0,
+        ),
+        Family(
+            name="3-medium", architectures=(SD3,), source="stabilityai/stable-diffusion-3-medium-diffusers",
+            width=1024, height=1024, steps=28, guidance=7.0,
+        ),
+        Family(
+            name="3.5-large", architectures=(SD3,), source="stabilityai/stable-diffusion-3.5-large",
+            width=1024, height=1024, steps=28, guidance=3.5,
+        ),
+        Family(
+            name="3.5-large-turbo", architectures=(SD3,), source="stabilityai/stable-diffusion-3.5-large-turbo",
+            width=1024, height=1024, steps=4, guidance=0.0,
+        ),
+        Family(
+            name="z-image-turbo", architectures=(ZIMAGE,), source="Tongyi-MAI/Z-Image-Turbo",
+            width=1024, height=1024, steps=9, guidance=0.0, description="Qwen3 text encoder, 16-channel VAE",
         ),
     )
-}
+}  # fmt: skip
 
 
 def get_family(name: str) -> Family:

@@ -7,17 +7,16 @@ import json
 import logging
 import os
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, Literal
+from typing import Any
 
 import diffusers
 from diffusers import DiffusionPipeline
 
+from worker.config import Components
 from worker.errors import ModelLoadError
+from worker.pipelines.architectures import architecture_of
 from worker.pipelines.families import Family
 from worker.pipelines.prompts import is_text_component
-
-Components = Literal["all", "text-encoder", "denoiser"]
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +98,10 @@ def _drop(pipe: Any, components: Components) -> None:
 
 
 def _keep_denoiser_config(pipe: Any, source: str | Path) -> None:
-    """SD3 without its T5 encoder pads with zeros as wide as the transformer's `joint_attention_dim`: a
-    text-encoder worker keeps the transformer's config (no weights) so its embeddings have that width."""
-    if type(pipe).__name__ != "StableDiffusion3Pipeline" or pipe.text_encoder_3 is not None:
-        return
-    config = diffusers.SD3Transformer2DModel.load_config(
-        str(source), subfolder="transformer", local_files_only=hub_offline() or Path(source).exists()
-    )
-    object.__setattr__(pipe, "transformer", SimpleNamespace(config=SimpleNamespace(**config)))
+    """A text-encoder worker's architecture fix-up, if it has one (SD3 keeps its transformer's config)."""
+    fixup = architecture_of(pipe).text_encoder_fixup
+    if fixup is not None:
+        fixup(pipe, source, hub_offline() or Path(source).exists())
 
 
 def _load_single_file(family: Family, path: Path, config_path: Path | None, torch_dtype: Any) -> Any:

@@ -14,13 +14,13 @@ from typing import Any
 
 from safetensors import safe_open
 
+from worker.engine.protocol import LoraUse
 from worker.errors import InvalidRequest
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # the down/A matrix of a cross-attention key projection, in diffusers, PEFT and kohya spellings
 CROSS_KEY = re.compile(r"attn2[._]to_k[._](lora[._]down|lora_A)\.weight$")
 CROSS_DIM_FAMILIES = {768: "v1-5", 1024: "v2-1", 2048: "xl"}
-LoraUse = tuple[str, str, float, int]  # name, path, weight, version
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class LoraFile:
 
     def use(self, weight: float) -> LoraUse:
         """This file at `weight`, as a job carries it."""
-        return (self.name, str(self.path), weight, self.version)
+        return LoraUse(self.name, str(self.path), weight, self.version)
 
     def describe(self) -> dict[str, Any]:
         """The entry of `GET /v1/loras`."""
@@ -120,13 +120,13 @@ class AdapterState:
             if self.loaded:
                 pipe.disable_lora()
             return
-        for name, path, _, version in loras:
-            if self.loaded.get(name) == version:
+        for use in loras:
+            if self.loaded.get(use.name) == use.version:
                 continue
-            if name in self.loaded:
-                pipe.delete_adapters(name)
-                del self.loaded[name]
-            pipe.load_lora_weights(path, adapter_name=name)
-            self.loaded[name] = version
+            if use.name in self.loaded:
+                pipe.delete_adapters(use.name)
+                del self.loaded[use.name]
+            pipe.load_lora_weights(use.path, adapter_name=use.name)
+            self.loaded[use.name] = use.version
         pipe.enable_lora()
-        pipe.set_adapters([use[0] for use in loras], adapter_weights=[use[2] for use in loras])
+        pipe.set_adapters([use.name for use in loras], adapter_weights=[use.weight for use in loras])

@@ -7,7 +7,7 @@ from typing import Any
 
 from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
 
-from worker.engine.request import Task
+from worker.engine.protocol import Task
 from worker.pipelines.families import Family
 from worker.pipelines.lora import AdapterState
 from worker.pipelines.preview import LatentProjection, fit_projection

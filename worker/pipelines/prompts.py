@@ -7,18 +7,16 @@ would have computed (the pipelines repeat the embeddings per image themselves).
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from worker.errors import InvalidRequest
+from worker.pipelines.architectures import Layout, architecture_of
 
 Tensors = dict[str, torch.Tensor]
-Encode = Callable[[Any, str, str | None, bool], tuple[Any, ...]]
-POOLED = ("pooled_prompt_embeds", "negative_pooled_prompt_embeds")
 
 
 def is_text_component(name: str) -> bool:
@@ -26,69 +24,9 @@ def is_text_component(name: str) -> bool:
     return name.startswith(("text_encoder", "tokenizer"))
 
 
-def _sd(pipe: Any, prompt: str, negative: str | None, cfg: bool) -> tuple[Any, ...]:
-    return tuple(pipe.encode_prompt(prompt, pipe._execution_device, 1, cfg, negative))
-
-
-def _by_keyword(pipe: Any, prompt: str, negative: str | None, cfg: bool, **fixed: None) -> tuple[Any, ...]:
-    return tuple(
-        pipe.encode_prompt(
-            prompt=prompt,
-            device=pipe._execution_device,
-            num_images_per_prompt=1,
-            do_classifier_free_guidance=cfg,
-            negative_prompt=negative,
-            **fixed,
-        )
-    )
-
-
-def _zimage(pipe: Any, prompt: str, negative: str | None, cfg: bool) -> tuple[Any, ...]:
-    positive, negatives = pipe.encode_prompt(
-        prompt=prompt, device=pipe._execution_device, do_classifier_free_guidance=cfg, negative_prompt=negative
-    )
-    return positive[0], negatives[0] if negatives else None  # one variable-length [tokens, width] per prompt
-
-
-@dataclass(frozen=True)
-class Layout:
-    """One pipeline class's prompt-embedding keyword arguments, in the order its `encode_prompt` returns them."""
-
-    outputs: tuple[str, ...]
-    encode: Encode
-    cfg_above: float  # guidance_scale above this runs classifier-free guidance (and needs the negatives)
-    batched: bool = True  # tensors are [1, tokens, width] / [1, width]; else [tokens, width] passed as a list
-    repeats_given: bool = True  # False: the pipeline does not repeat given embeddings per image (SD3)
-
-    @property
-    def negatives(self) -> tuple[str, ...]:
-        """The names that only classifier-free guidance uses."""
-        return tuple(name for name in self.outputs if name.startswith("negative_"))
-
-    @property
-    def positives(self) -> tuple[str, ...]:
-        """The names every request needs."""
-        return tuple(name for name in self.outputs if not name.startswith("negative_"))
-
-    def uses_negatives(self, guidance: float) -> bool:
-        """True if the pipeline runs classifier-free guidance at this guidance_scale."""
-        return guidance > self.cfg_above
-
-
-_CLIP_POOLED = ("prompt_embeds", "negative_prompt_embeds", *POOLED)
-LAYOUTS: dict[str, Layout] = {
-    "StableDiffusionPipeline": Layout(("prompt_embeds", "negative_prompt_embeds"), _sd, cfg_above=1.0),
-    "StableDiffusionXLPipeline": Layout(_CLIP_POOLED, _by_keyword, cfg_above=1.0),
-    "StableDiffusion3Pipeline": Layout(
-        _CLIP_POOLED, functools.partial(_by_keyword, prompt_2=None, prompt_3=None), cfg_above=1.0, repeats_given=False
-    ),
-    "ZImagePipeline": Layout(("prompt_embeds", "negative_prompt_embeds"), _zimage, cfg_above=0.0, batched=False),
-}
-
-
 def layout_of(pipe: Any) -> Layout:
-    """The layout of a loaded base pipeline (the family registry admits only these classes)."""
-    return LAYOUTS[type(pipe).__name__]
+    """The embedding layout of a loaded base pipeline."""
+    return architecture_of(pipe).layout
 
 
 def encode(pipe: Any, prompt: str, negative_prompt: str | None, guidance: float) -> Tensors:
@@ -157,19 +95,5 @@ class EmbeddingSpec:
 
 def spec_of(pipe: Any) -> EmbeddingSpec:
     """The shapes the loaded denoiser of `pipe` accepts, read from its config."""
-    layout = layout_of(pipe)
-    name = type(pipe).__name__
-    if name == "ZImagePipeline":
-        width = pipe.transformer.config.cap_feat_dim
-        return EmbeddingSpec(layout, {n: (None, width) for n in layout.outputs})
-    if name == "StableDiffusion3Pipeline":
-        config = pipe.transformer.config
-        sequence, pooled = config.joint_attention_dim, config.pooled_projection_dim
-    else:
-        sequence = pipe.unet.config.cross_attention_dim
-        add = getattr(pipe.unet, "add_embedding", None)
-        pooled = add.linear_1.in_features - 6 * pipe.unet.config.addition_time_embed_dim if add is not None else 0
-    shapes: dict[str, tuple[int | None, ...]] = {
-        n: (1, pooled) if n in POOLED else (1, None, sequence) for n in layout.outputs
-    }
-    return EmbeddingSpec(layout, shapes)
+    architecture = architecture_of(pipe)
+    return EmbeddingSpec(architecture.layout, architecture.shapes(pipe, architecture.layout))

@@ -1,7 +1,8 @@
 """Run jobs on a loaded model: per-image generators, a fresh scheduler, the step callback, the composite.
 
-`run` makes one job's images; `run_batch` makes several compatible jobs' images in one pipeline call (see
-`worker.engine.batching`), each job with its own hooks, seeds and images.
+`run` makes one job's images, or several compatible jobs' images in one pipeline call (see
+`worker.engine.batching`), each job with its own hooks, seeds and images. A job alone is a batch of one: only
+its call's keyword arguments differ (`call_kwargs`, the plain diffusers call, so its bytes equal diffusers').
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import torch
 from PIL import Image
 
 from worker import imaging
-from worker.backends.base import StepHooks
-from worker.engine.request import GenerationRequest
+from worker.engine.protocol import GenerationRequest, OnDrop, StepHooks
+from worker.pipelines import weighting
 from worker.pipelines.model import LoadedModel
 from worker.pipelines.schedulers import fresh_scheduler
 
@@ -37,6 +38,17 @@ def call_kwargs(model: LoadedModel, request: GenerationRequest, generator_device
     if request.embeddings is not None:
         dtype = model.denoiser.dtype
         text = model.embeddings.call_kwargs(request.embeddings, request.guidance_scale, dtype, request.num_samples)
+    elif request.prompt_syntax and request.prompt is not None:
+        cfg_above = model.embeddings.layout.cfg_above
+        text = weighting.text_kwargs(
+            model.base,
+            request.prompt,
+            request.negative_prompt,
+            request.steps,
+            request.guidance_scale,
+            cfg_above,
+            request.clip_skip,
+        )
     else:
         text = {"prompt": request.prompt, "negative_prompt": request.negative_prompt}
     kwargs: dict[str, Any] = {
@@ -47,6 +59,7 @@ def call_kwargs(model: LoadedModel, request: GenerationRequest, generator_device
         "num_images_per_prompt": request.num_samples,
         "generator": generators(request.seeds, generator_device),
         "output_type": "pil",
+        "clip_skip": request.clip_skip or None,
         **text,  # after num_images_per_prompt, which embeddings may set
     }
     if request.task != "txt2img":
@@ -120,46 +133,26 @@ def _report_step(model: LoadedModel, hooks: StepHooks, step: int, latents: Any) 
         hooks.preview(step, model.preview(latents, decode_latents))
 
 
-def run(model: LoadedModel, request: GenerationRequest, hooks: StepHooks, generator_device: str) -> list[Image.Image]:
-    """Generate the request's images; raising from the step callback stops the loop before the VAE decode."""
-    pipe = model.variants[request.task]
-    pipe.scheduler = fresh_scheduler(model.default_scheduler, request.scheduler)
-
-    def on_step_end(_pipe: Any, index: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-        _report_step(model, hooks, index + 1, tensors["latents"])
-        return tensors
-
-    kwargs = call_kwargs(model, request, generator_device)
-    hooks.check()
-    model.adapters.activate(model.base, request.loras)
-    hooks.stage("encoding_prompt")
-    with _signal_denoising(model.denoiser, lambda: hooks.stage("denoising")):
-        images: list[Image.Image] = pipe(**kwargs, callback_on_step_end=on_step_end).images
-    if request.task == "inpaint":
-        assert request.image is not None and request.mask is not None
-        images = [imaging.composite(request.image, image, request.mask) for image in images]
-    return images
-
-
 class _EveryJobStopped(Exception):
-    """Raised from the step callback once no job of a batch wants its images: stops before the VAE decode."""
+    """Raised from the step callback once no job of a call wants its images: stops before the VAE decode."""
 
 
-def run_batch(
+def run(
     model: LoadedModel,
     requests: list[GenerationRequest],
     hooks: list[StepHooks],
     generator_device: str,
-    on_drop: Callable[[int, Exception], None],
+    on_drop: OnDrop,
 ) -> list[list[Image.Image] | None]:
-    """Generate several compatible txt2img jobs' images in one pipeline call; job i reports to `hooks[i]`.
+    """Generate the images of one job, or of compatible jobs in one pipeline call; job i reports to `hooks[i]`.
 
     When job i's hooks raise (cancelled, timed out), `on_drop(i, exc)` is called at once, job i hears nothing
     more and its slot comes back as None; the others carry on. Once every job is dropped the loop stops
-    before the VAE decode.
+    before the VAE decode (raising from the step callback; `pipe._interrupt` would still decode).
     """
-    pipe = model.variants["txt2img"]
-    pipe.scheduler = fresh_scheduler(model.default_scheduler, requests[0].scheduler)
+    first = requests[0]
+    pipe = model.variants[first.task]
+    pipe.scheduler = fresh_scheduler(model.default_scheduler, first.scheduler)
     ends = list(itertools.accumulate(r.num_samples for r in requests))
     slots = [slice(end - r.num_samples, end) for r, end in zip(requests, ends, strict=True)]
     live = list(range(len(requests)))
@@ -178,18 +171,29 @@ def run_batch(
             raise _EveryJobStopped
         return tensors
 
-    kwargs = batch_kwargs(model, requests, generator_device)
+    if len(requests) == 1:
+        kwargs = call_kwargs(model, first, generator_device)
+    else:
+        kwargs = batch_kwargs(model, requests, generator_device)
     each_live(lambda i: hooks[i].check())
     if not live:
         return [None] * len(requests)
-    model.adapters.activate(model.base, requests[0].loras)
+    model.adapters.activate(model.base, first.loras)
     each_live(lambda i: hooks[i].stage("encoding_prompt"))
     try:
         with _signal_denoising(model.denoiser, lambda: each_live(lambda i: hooks[i].stage("denoising"))):
             images: list[Image.Image] = pipe(**kwargs, callback_on_step_end=on_step_end).images
     except _EveryJobStopped:
         return [None] * len(requests)
-    return [images[slots[i]] if i in live else None for i in range(len(requests))]
+    return [_finish(requests[i], images[slots[i]]) if i in live else None for i in range(len(requests))]
+
+
+def _finish(request: GenerationRequest, images: list[Image.Image]) -> list[Image.Image]:
+    """Inpainting returns the pixels outside the mask unchanged."""
+    if request.task != "inpaint":
+        return images
+    assert request.image is not None and request.mask is not None
+    return [imaging.composite(request.image, image, request.mask) for image in images]
 
 
 class _SilentHooks:
@@ -229,4 +233,8 @@ def warm_up(model: LoadedModel, generator_device: str, size: int | None = None) 
         scheduler=None,
         output_format="png",
     )
-    run(model, request, _SilentHooks(), generator_device)
+    run(model, [request], [_SilentHooks()], generator_device, on_drop=_reraise)
+
+
+def _reraise(index: int, exc: Exception) -> None:
+    raise exc

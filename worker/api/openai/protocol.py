@@ -1,15 +1,18 @@
-"""OpenAI Images request bodies, plus our `nvext` extensions (also accepted at the top level)."""
+"""OpenAI Images request bodies, plus our `nvext` extensions (also accepted at the top level), and their
+`to_params()`."""
 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from worker.engine.protocol import GenerationParams, Task
 from worker.errors import InvalidRequest
 
 SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
+QUALITY_STEPS = {"low": 0.5, "high": 1.5, "hd": 1.5}  # × the family's default steps
 Quality = Literal["auto", "low", "medium", "high", "standard", "hd"]
 
 
@@ -22,6 +25,7 @@ class NvExt(BaseModel):
     num_inference_steps: int | None = Field(None, ge=1)
     guidance_scale: float | None = Field(None, ge=0, le=100, allow_inf_nan=False)
     seed: int | None = Field(None, ge=-1, lt=2**32)
+    prompt_syntax: bool | None = Field(None, description="read A1111 prompt syntax (emphasis, long prompts)")
 
 
 class ImageRequest(NvExt):
@@ -41,7 +45,7 @@ class ImageRequest(NvExt):
     partial_images: int = Field(0, ge=0, le=3)
     nvext: NvExt | None = None
 
-    def extension(self, name: str) -> object:
+    def extension(self, name: str) -> Any:
         """An extension value: `nvext.name` wins over the top-level `name`."""
         if self.nvext is not None and getattr(self.nvext, name) is not None:
             return getattr(self.nvext, name)
@@ -55,6 +59,35 @@ class ImageRequest(NvExt):
         if match is None:
             raise InvalidRequest(f"size must be 'auto' or 'WIDTHxHEIGHT', got {self.size!r}", field="size")
         return int(match.group(1)), int(match.group(2))
+
+    def to_params(
+        self, task: Task, default_steps: int, image: bytes | None = None, mask: bytes | None = None
+    ) -> GenerationParams:
+        """The neutral params; `quality` scales `default_steps` (the family's) unless steps are given.
+        A mask is OpenAI's: fully transparent pixels are edited."""
+        steps = self.extension("num_inference_steps")
+        if steps is None and self.quality in QUALITY_STEPS:
+            steps = max(1, round(default_steps * QUALITY_STEPS[self.quality]))
+        size = self.dimensions()
+        return GenerationParams(
+            task=task,
+            prompt=self.prompt,
+            negative_prompt=self.extension("negative_prompt"),
+            steps=steps,
+            guidance_scale=self.extension("guidance_scale"),
+            seed=self.extension("seed"),
+            width=size[0] if size else None,
+            height=size[1] if size else None,
+            num_samples=self.n,
+            output_format=self.output_format,
+            output_compression=self.output_compression,
+            strength=self.strength if isinstance(self, ImageEditRequest) else None,
+            image=image,
+            mask=mask,
+            mask_alpha=True,
+            previews=self.partial_images * self.stream,
+            prompt_syntax=bool(self.extension("prompt_syntax")),
+        )
 
 
 class ImageGenerationRequest(ImageRequest):

@@ -1,4 +1,4 @@
-"""Thin OpenAI-compatible routes: parse → OpenAIImages → respond."""
+"""Thin OpenAI-compatible routes: parse → OpenAIImages (`to_params()` → engine) → respond."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
-from PIL import Image
 from starlette.datastructures import FormData, UploadFile
 
 from worker import imaging
+from worker.api import serving
 from worker.api.openai.protocol import ImageEditRequest, ImageGenerationRequest
 from worker.api.openai.serving import OpenAIImages
-from worker.api.routes import SSE_HEADERS, State
+from worker.api.sse import SSE_HEADERS
+from worker.api.state import State
+from worker.engine.job import Job
 from worker.errors import InvalidRequest
 
 router = APIRouter()
@@ -47,8 +49,8 @@ async def edits(request: Request, images: Images) -> Response | dict[str, Any]:
     limits = images.state.settings.limits
     form = await request.form(max_files=4, max_fields=64, max_part_size=limits.max_body_bytes)
     body = ImageEditRequest(**_fields(form))
-    image = await _image(form, limits.max_upload_pixels)
-    mask = await _mask(form, limits.max_upload_pixels)
+    image = await _image(form)
+    mask = await _mask(form)
     job = await images.submit("inpaint" if mask is not None else "img2img", body, image, mask)
     return await _answer(images, job, body, request, "image_edit")
 
@@ -61,12 +63,12 @@ async def files(file_id: str, images: Images) -> FileResponse:
 
 
 async def _answer(
-    images: OpenAIImages, job: Any, body: ImageGenerationRequest | ImageEditRequest, request: Request, kind: str
+    images: OpenAIImages, job: Job, body: ImageGenerationRequest | ImageEditRequest, request: Request, kind: str
 ) -> Response | dict[str, Any]:
     if body.stream:
         return StreamingResponse(images.stream(job, body, kind), media_type="text/event-stream", headers=SSE_HEADERS)
-    await images.state.service.wait(job, request.is_disconnected)
-    return await images.response(job, body, str(request.base_url))
+    result = await serving.wait(images.state.engine, job, request.is_disconnected)
+    return await images.response(job, result, body, str(request.base_url))
 
 
 def _fields(form: FormData) -> dict[str, Any]:
@@ -79,21 +81,13 @@ def _fields(form: FormData) -> dict[str, Any]:
     return fields
 
 
-async def _image(form: FormData, max_pixels: int) -> Image.Image:
+async def _image(form: FormData) -> bytes:
     uploads = [u for key in ("image", "image[]") for u in form.getlist(key) if isinstance(u, UploadFile)]
     if len(uploads) != 1:
         raise InvalidRequest(f"send exactly one image (got {len(uploads)})", field="image")
-    return imaging.open_upload(await uploads[0].read(), "image", max_pixels).convert("RGB")
+    return await uploads[0].read()
 
 
-async def _mask(form: FormData, max_pixels: int) -> Image.Image | None:
+async def _mask(form: FormData) -> bytes | None:
     upload = form.get("mask")
-    if not isinstance(upload, UploadFile):
-        return None
-    mask = imaging.open_upload(await upload.read(), "mask", max_pixels)
-    if "A" not in mask.getbands():
-        raise InvalidRequest(
-            "mask must have an alpha channel: fully transparent pixels mark the area to edit", field="mask"
-        )
-    # OpenAI's convention (transparent = edit) → ours (white = repaint)
-    return mask.getchannel("A").point(lambda alpha: 255 if alpha == 0 else 0)
+    return await upload.read() if isinstance(upload, UploadFile) else None

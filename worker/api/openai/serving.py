@@ -1,29 +1,27 @@
-"""The OpenAI Images service: maps OpenAI requests onto the native service and engine, and jobs onto
-OpenAI's response and stream shapes."""
+"""The OpenAI Images service: submits OpenAI requests to the engine through their `to_params()`, and serializes
+jobs into OpenAI's response and stream shapes."""
 
 from __future__ import annotations
 
-import base64
-import dataclasses
-import json
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from worker.api.openai.protocol import ImageEditRequest, ImageRequest
-from worker.api.schemas import GenerationBody, Img2ImgBody, InpaintBody
-from worker.api.sse import KEEPALIVE
+from worker import imaging
+from worker.api import serving
+from worker.api.openai.protocol import ImageRequest
+from worker.api.sse import frame, stream_job
 from worker.api.state import WorkerState
+from worker.engine.events import Completed, Entry, Failed, Preview
 from worker.engine.job import Job
-from worker.engine.request import Task
+from worker.engine.protocol import Task
 from worker.errors import ModelNotFound
 
 log = logging.getLogger(__name__)
-QUALITY_STEPS = {"low": 0.5, "high": 1.5, "hd": 1.5}  # × the family's default steps
 EVENT_QUALITY = {"standard": "auto", "hd": "high"}  # OpenAI's event schema knows only low/medium/high/auto
 NO_USAGE = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0,
             "input_tokens_details": {"image_tokens": 0, "text_tokens": 0}}  # fmt: skip
@@ -53,98 +51,72 @@ class OpenAIImages:
             )
 
     async def submit(
-        self, task: Task, request: ImageRequest, image: Image.Image | None = None, mask: Image.Image | None = None
+        self, task: Task, request: ImageRequest, image: bytes | None = None, mask: bytes | None = None
     ) -> Job:
-        """Validate, map onto the native request, and queue the job."""
+        """Validate, map onto neutral params, and queue the job (`mask` in OpenAI's convention)."""
         self.state.require_ready()
         self.check_model(request.model)
-        body = self._body(task, request)
-        service = self.state.service
-        native = await run_in_threadpool(service.resolve, task, body, (image, mask) if task != "txt2img" else None)
-        native = dataclasses.replace(
-            native, output_compression=request.output_compression, previews=request.partial_images * request.stream
-        )
-        job = service.engine.submit(native)
+        steps = self.state.backend.family.steps
+        job = await serving.submit(self.state.engine, functools.partial(request.to_params, task, steps, image, mask))
         if request.user is not None:
             log.info("job %s for user %r", job.id, request.user)  # OpenAI's end-user id, for tracing abuse
         return job
 
-    async def response(self, job: Job, request: ImageRequest, base_url: str) -> dict[str, Any]:
-        """The `ImagesResponse` of a completed job (files are written off the event loop for `url`)."""
-        assert job.result is not None
-        result = job.result
+    async def response(self, job: Job, result: Completed, request: ImageRequest, base_url: str) -> dict[str, Any]:
+        """The `ImagesResponse` of a completed job (base64 and files off the event loop)."""
+        return await run_in_threadpool(self._response, job, result, request, base_url)
+
+    def _response(self, job: Job, result: Completed, request: ImageRequest, base_url: str) -> dict[str, Any]:
+        store = self.state.engine.store
         items: list[dict[str, Any]] = []
-        for index, (data, seed) in enumerate(zip(result["images"], result["seeds"], strict=True)):
+        for index, (data, seed) in enumerate(zip(result.images, result.seeds, strict=True)):
             item: dict[str, Any] = {"revised_prompt": request.prompt, "seed": seed}
             if request.response_format == "url":
-                file_id = await run_in_threadpool(self._file_for, job, index, data)
-                item["url"] = self.state.engine.store.url(file_id, base_url)
+                file_id = result.files[index] if index < len(result.files) else None
+                file_id = file_id or store.save(job.id, index, result.format, data)
+                item["url"] = store.url(file_id, base_url)
             else:
-                item["b64_json"] = data
+                item["b64_json"] = imaging.to_base64(data)
             items.append(item)
         return {
-            "created": int(job.created_at), "data": items, "seeds": result["seeds"],
-            "output_format": result["format"], "size": f"{result['width']}x{result['height']}",
+            "created": int(job.created_at), "data": items, "seeds": list(result.seeds),
+            "output_format": result.format, "size": f"{result.width}x{result.height}",
             "quality": EVENT_QUALITY.get(request.quality, request.quality), "background": "opaque",
         }  # fmt: skip
 
-    async def stream(self, job: Job, request: ImageRequest, kind: str) -> AsyncIterator[bytes]:
+    def stream(self, job: Job, request: ImageRequest, kind: str) -> AsyncIterator[bytes]:
         """OpenAI's image SSE events: `<kind>.partial_image` per preview, `<kind>.completed` per image."""
-        quality = EVENT_QUALITY.get(request.quality, request.quality)
-        common = {"background": "opaque", "quality": quality}
-        partial = 0
-        try:
-            async for event in job.events.follow(self.state.settings.keepalive_seconds):
-                if event is None:
-                    yield KEEPALIVE
-                elif event.name == "preview":
-                    yield _frame(f"{kind}.partial_image", {
-                        "type": f"{kind}.partial_image", "b64_json": event.data["image"],
-                        "partial_image_index": partial, "created_at": int(time.time()), "size": request.size,
-                        "output_format": "jpeg", **common,
-                    })  # fmt: skip
-                    partial += 1
-                elif event.name == "complete":
-                    size = f"{event.data['width']}x{event.data['height']}"
-                    for data, seed in zip(event.data["images"], event.data["seeds"], strict=True):
-                        yield _frame(f"{kind}.completed", {
-                            "type": f"{kind}.completed", "b64_json": data, "created_at": int(time.time()),
-                            "size": size, "output_format": event.data["format"], "usage": NO_USAGE, "seed": seed,
-                            **common,
-                        })  # fmt: skip
-                elif event.name == "error":
-                    error = {"message": event.data["message"], "type": "server_error", "code": event.data["code"]}
-                    yield _frame("error", {"type": "error", "error": {**error, "param": None}})
-        finally:
-            if not job.status.final:
-                self.state.engine.cancel(job, "client disconnected")
-
-    def _body(self, task: Task, request: ImageRequest) -> GenerationBody:
-        family = self.state.backend.family
-        steps = request.extension("num_inference_steps")
-        if steps is None and request.quality in QUALITY_STEPS:
-            steps = max(1, round(family.steps * QUALITY_STEPS[request.quality]))
-        size = request.dimensions()
-        fields: dict[str, Any] = {
-            "prompt": request.prompt, "negative_prompt": request.extension("negative_prompt"), "steps": steps,
-            "guidance_scale": request.extension("guidance_scale"), "seed": request.extension("seed"),
-            "num_samples": request.n, "output_format": request.output_format,
-            "width": size[0] if size else None, "height": size[1] if size else None,
-        }  # fmt: skip
-        strength = request.strength if isinstance(request, ImageEditRequest) else None
-        if task == "img2img":
-            return Img2ImgBody(**fields, image="(multipart)", strength=strength or 0.8)
-        if task == "inpaint":
-            return InpaintBody(**fields, image="(multipart)", mask="(multipart)", strength=strength or 1.0)
-        return GenerationBody(**fields)
-
-    def _file_for(self, job: Job, index: int, data: str) -> str:
-        assert job.result is not None
-        files: list[str] = job.result.get("files", [])
-        if index < len(files):
-            return files[index]
-        return self.state.engine.store.save(job.id, index, job.result["format"], base64.b64decode(data))
+        serializer = StreamSerializer(request, kind)
+        cancel = functools.partial(self.state.engine.cancel, reason="client disconnected")
+        return stream_job(job, self.state.settings.keepalive_seconds, serializer.frames, on_disconnect=cancel)
 
 
-def _frame(name: str, data: dict[str, Any]) -> bytes:
-    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+class StreamSerializer:
+    """One streamed request's OpenAI events (it counts the partial images it has sent)."""
+
+    def __init__(self, request: ImageRequest, kind: str) -> None:
+        self.request = request
+        self.kind = kind
+        self.common = {"background": "opaque", "quality": EVENT_QUALITY.get(request.quality, request.quality)}
+        self.partial = 0
+
+    def frames(self, job: Job, entry: Entry) -> Iterator[bytes]:
+        """The frames of one logged event (most events have none)."""
+        event, kind = entry.event, self.kind
+        if isinstance(event, Preview):
+            yield frame(f"{kind}.partial_image", {
+                "type": f"{kind}.partial_image", "b64_json": imaging.to_base64(event.image),
+                "partial_image_index": self.partial, "created_at": int(time.time()), "size": self.request.size,
+                "output_format": "jpeg", **self.common,
+            })  # fmt: skip
+            self.partial += 1
+        elif isinstance(event, Completed):
+            size = f"{event.width}x{event.height}"
+            for data, seed in zip(event.images, event.seeds, strict=True):
+                yield frame(f"{kind}.completed", {
+                    "type": f"{kind}.completed", "b64_json": imaging.to_base64(data), "created_at": int(time.time()),
+                    "size": size, "output_format": event.format, "usage": NO_USAGE, "seed": seed, **self.common,
+                })  # fmt: skip
+        elif isinstance(event, Failed):
+            error = {"message": event.message, "type": "server_error", "code": event.code}
+            yield frame("error", {"type": "error", "error": {**error, "param": None}})

@@ -1,36 +1,29 @@
-"""The native routes: parse → call the service → respond. Each handler stays a few lines."""
+"""The native routes: parse → `to_params()` → engine → serialize. Each handler stays a few lines."""
 
 from __future__ import annotations
 
 import functools
 import time
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from worker import __version__
+from worker.api import serving
 from worker.api.errors import error_response
-from worker.api.lifecycle import capabilities
-from worker.api.schemas import EncodeBody, GenerationBody, Img2ImgBody, InpaintBody
-from worker.api.sse import stream_job
-from worker.api.state import WorkerState
+from worker.api.lifecycle import capabilities, model_ref
+from worker.api.native import serializer
+from worker.api.native.protocol import EncodeBody, GenerationBody, Img2ImgBody, InpaintBody
+from worker.api.sse import SSE_HEADERS, stream_job
+from worker.api.state import State, WorkerState
 from worker.engine.job import Job
-from worker.engine.request import Task
+from worker.engine.protocol import Task
+from worker.engine.resolve import encode_prompt
 from worker.errors import WorkerError
 
 router = APIRouter()
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-def worker_state(request: Request) -> WorkerState:
-    """The app's `WorkerState` (a FastAPI dependency)."""
-    state: WorkerState = request.app.state.worker
-    return state
-
-
-State = Annotated[WorkerState, Depends(worker_state)]
 
 
 @router.get("/health")
@@ -41,7 +34,7 @@ async def health(state: State) -> dict[str, Any]:
         "status": state.health,
         "worker_id": state.settings.resolved_worker_id(),
         "model_version": backend.family.name,
-        "model_ref": backend.model_ref,
+        "model_ref": model_ref(state),
         "device": backend.device,
         "dtype": backend.dtype,
         "uptime_seconds": round(time.monotonic() - state.started_at, 1),
@@ -89,7 +82,10 @@ async def inpaint(body: InpaintBody, request: Request, state: State) -> Response
 async def encode(body: EncodeBody, state: State) -> dict[str, Any]:
     """Prompt → embedding envelope, for a `--components denoiser` worker's prompt_embeds."""
     state.require_ready()
-    return await run_in_threadpool(state.service.encode, body)
+    return await run_in_threadpool(
+        encode_prompt, state.backend, state.engine.limits, body.prompt, body.negative_prompt, body.guidance_scale,
+        body.dtype,
+    )  # fmt: skip
 
 
 @router.get("/v1/loras")
@@ -109,20 +105,20 @@ async def refresh_loras(state: State) -> dict[str, Any]:
 @router.get("/v1/jobs")
 async def list_jobs(state: State) -> dict[str, Any]:
     """Every job still remembered (queued, running, and recent finished ones), without images."""
-    return {"jobs": [job.view(with_result=False) for job in state.engine.jobs()]}
+    return {"jobs": [serializer.job_view(job, with_result=False) for job in state.engine.jobs()]}
 
 
 @router.get("/v1/jobs/{job_id}")
 async def get_job(job_id: str, state: State) -> dict[str, Any]:
     """A job's status, progress and (when done) result."""
-    return state.engine.get(job_id).view()
+    return await run_in_threadpool(serializer.job_view, state.engine.get(job_id))  # base64 of the images
 
 
 @router.get("/v1/jobs/{job_id}/events")
 async def job_events(job_id: str, state: State) -> StreamingResponse:
     """The job's SSE stream from its first event, then live; leaving does not cancel the job."""
     job = state.engine.get(job_id)
-    stream = stream_job(job, state.settings.keepalive_seconds)
+    stream = stream_job(job, state.settings.keepalive_seconds, serializer.frames)
     return StreamingResponse(stream, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
@@ -131,16 +127,16 @@ async def cancel_job(job_id: str, state: State) -> dict[str, Any]:
     """Cancel a queued or running job (a no-op on a finished one)."""
     job = state.engine.get(job_id)
     state.engine.cancel(job, "cancelled by DELETE /v1/jobs")
-    return job.view()
+    return serializer.job_view(job)
 
 
 async def _generate(task: Task, body: GenerationBody, request: Request, state: WorkerState) -> Response:
     state.require_ready()
-    job = await state.service.submit(task, body)
+    job = await serving.submit(state.engine, functools.partial(body.to_params, task))
     if _wants_json(request):
         return await _wait_json(job, request, state)
     cancel = functools.partial(state.engine.cancel, reason="client disconnected")
-    stream = stream_job(job, state.settings.keepalive_seconds, on_disconnect=cancel)
+    stream = stream_job(job, state.settings.keepalive_seconds, serializer.frames, on_disconnect=cancel)
     headers = {**SSE_HEADERS, "X-Job-Id": job.id}
     return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
 
@@ -153,10 +149,10 @@ def _wants_json(request: Request) -> bool:
 async def _wait_json(job: Job, request: Request, state: WorkerState) -> JSONResponse:
     """Wait for the job's end; a client that leaves meanwhile cancels it."""
     try:
-        result = await state.service.wait(job, request.is_disconnected)
+        result = await serving.wait(state.engine, job, request.is_disconnected)
     except WorkerError as exc:
         response = error_response(exc.status, exc.code, exc.message)
     else:
-        response = JSONResponse(result)
+        response = JSONResponse(await run_in_threadpool(serializer.result_body, job.id, result))
     response.headers["X-Job-Id"] = job.id
     return response

@@ -1,10 +1,14 @@
-"""Request bodies of the native API. Static bounds live here; configurable limits are checked by the service."""
+"""Request bodies of the native API and their `to_params()`. Static bounds live here; configurable limits and
+family rules are checked by the engine's resolver."""
 
 from __future__ import annotations
 
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from worker import imaging
+from worker.engine.protocol import GenerationParams, LoraRequest, Task
 
 
 class LoraSpec(BaseModel):
@@ -69,6 +73,39 @@ class GenerationBody(BaseModel):
     loras: list[LoraSpec] = Field(default_factory=list, max_length=8)
     preview_every: int = Field(0, ge=0, description="send a `preview` event every N steps (0 = off)")
     prompt_embeds: EmbeddingEnvelope | None = Field(None, description="from /encode, instead of prompt")
+    prompt_syntax: bool = Field(
+        False, description="read A1111 prompt syntax: (emphasis:1.2), prompts past 77 tokens, [from:to:when]"
+    )
+
+    def to_params(self, task: Task) -> GenerationParams:
+        """The neutral params of this body (base64 images decoded to their file bytes: blocking)."""
+        image = mask = None
+        strength, mask_blur = None, 0
+        if isinstance(self, Img2ImgBody | InpaintBody):
+            image, strength = imaging.b64decode_field(self.image, "image"), self.strength
+        if isinstance(self, InpaintBody):
+            mask, mask_blur = imaging.b64decode_field(self.mask, "mask"), self.mask_blur
+        return GenerationParams(
+            task=task,
+            prompt=self.prompt,
+            negative_prompt=self.negative_prompt,
+            steps=self.steps,
+            guidance_scale=self.guidance_scale,
+            seed=self.seed,
+            width=self.width,
+            height=self.height,
+            num_samples=self.num_samples,
+            scheduler=self.scheduler,
+            output_format=self.output_format,
+            strength=strength,
+            image=image,
+            mask=mask,
+            mask_blur=mask_blur,
+            loras=tuple(LoraRequest(lora.name, lora.weight) for lora in self.loras),
+            preview_every=self.preview_every,
+            prompt_embeds=self.prompt_embeds.model_dump() if self.prompt_embeds is not None else None,
+            prompt_syntax=self.prompt_syntax,
+        )
 
 
 class Img2ImgBody(GenerationBody):
