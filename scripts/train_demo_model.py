@@ -105,7 +105,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--snr-gamma", type=float, default=5.0)
     parser.add_argument("--evals", type=int, default=10, help="evaluations spread over the last 60 % of the UNet phase")
     parser.add_argument("--select-seeds", type=int, nargs="+", default=[11, 12, 13, 14, 15])
-    parser.add_argument("--report-seeds", type=int, nargs="+", default=[1234, 1235, 1236])
+    parser.add_argument("--report-seeds", type=int, nargs="*", default=[1234, 1235, 1236])
+    parser.add_argument("--eval-weights", nargs="+", choices=["ema", "raw"], default=["ema", "raw"])
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="fine-tune this model folder: its VAE encoder (and so its latent space and scaling_factor) stays "
+        "fixed, the decoder, text encoder and UNet continue from its weights",
+    )
+    parser.add_argument("--shape-focus", type=float, default=0.0, help="share of UNet batches with circles/squares")
     args = parser.parse_args()
     gpu = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     args.device = "cuda" if gpu else "cpu"
@@ -144,7 +153,13 @@ def settle(device: torch.device) -> None:
 def train_vae(vae: AutoencoderKL, scenes: dt.SceneBatcher, args: argparse.Namespace, seconds: float) -> float:
     """Train the VAE for ``seconds`` on fresh scenes; return the final MSE (images in [-1, 1])."""
     device = scenes.device
-    opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0, fused=device.type == "cuda")
+    # fine-tuning keeps the encoder, so the latents the UNet learnt stay valid
+    params = (
+        list(vae.parameters())
+        if args.init_from is None
+        else [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
+    )
+    opt = torch.optim.AdamW(params, lr=args.vae_lr, weight_decay=0.0, fused=device.type == "cuda")
     gen = torch.Generator(device=device).manual_seed(args.seed + 10)
     worst = max(1, ds.IMAGE_SIZE * ds.IMAGE_SIZE // 100)
     vae.train()
@@ -157,7 +172,8 @@ def train_vae(vae: AutoencoderKL, scenes: dt.SceneBatcher, args: argparse.Namesp
         for group in opt.param_groups:
             group["lr"] = dt.cosine_lr(progress, args.vae_lr, warmup=0.05, floor=0.05)
         x, _ = scenes.sample(args.vae_batch)
-        posterior = vae.encode(x).latent_dist
+        with torch.set_grad_enabled(args.init_from is None):
+            posterior = vae.encode(x).latent_dist
         z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen, device=device)
         recon = vae.decode(z).sample
         err = (recon - x) ** 2
@@ -284,7 +300,11 @@ def main() -> None:
     log(f"{len(combos)} training combinations, vocab {len(tokenizer)}, {clock.left():.0f}s of training left")
 
     # ---- phase 1: VAE -------------------------------------------------------
-    vae = dt.build_vae().to(device)
+    init = None
+    if args.init_from is not None:
+        init = StableDiffusionPipeline.from_pretrained(args.init_from)
+        log(f"fine-tuning {args.init_from}")
+    vae = (dt.build_vae() if init is None else init.vae).to(device)
     vae_seconds = args.vae_share * clock.left()
     vae_mse = train_vae(vae, scenes, args, vae_seconds)
     vae.requires_grad_(False)
@@ -292,7 +312,7 @@ def main() -> None:
 
     # ---- phase 2: latents ----------------------------------------------------
     latents, which = encode_pool(vae, scenes, args.pool)
-    scaling = float(1.0 / latents.std())
+    scaling = float(1.0 / latents.std()) if init is None else float(vae.config.scaling_factor)
     vae.register_to_config(scaling_factor=scaling)
     latents *= scaling
     log(f"latent pool {tuple(latents.shape)}, scaling_factor {scaling:.4f}")
@@ -305,8 +325,11 @@ def main() -> None:
 
     # ---- phase 3: UNet + text encoder ----------------------------------------
     torch.manual_seed(args.seed + 1)
-    text_encoder = dt.build_text_encoder(tokenizer, args.text_hidden).to(device)
-    unet = dt.build_unet(args.text_hidden).to(device)
+    text_encoder = (dt.build_text_encoder(tokenizer, args.text_hidden) if init is None else init.text_encoder).to(
+        device
+    )
+    unet = (dt.build_unet(args.text_hidden) if init is None else init.unet).to(device)
+    round_ones = torch.tensor([s != "triangle" for _, s, _ in combos], device=device)[which].nonzero()[:, 0]
     token_head = torch.nn.Linear(args.text_hidden, len(tokenizer)).to(device)
     log(
         f"params: vae {dt.n_params(vae) / 1e6:.3f}M text {dt.n_params(text_encoder) / 1e6:.3f}M "
@@ -359,8 +382,8 @@ def main() -> None:
         eval_text.load_state_dict(text_encoder.state_dict())
 
     def run_evals(step: int) -> None:
-        consider(step, "ema", load_ema)
-        consider(step, "raw", load_raw)
+        for label in args.eval_weights:
+            consider(step, label, load_ema if label == "ema" else load_raw)
 
     eval_at = [0.4 + 0.6 * (i + 1) / args.evals for i in range(args.evals)]
     unet.train()
@@ -388,6 +411,10 @@ def main() -> None:
             for group in opt.param_groups:
                 group["lr"] = lr * group["mult"]
             idx = torch.randint(0, len(latents), (args.batch,), generator=gen, device=device)
+            n_focus = round(args.shape_focus * args.batch)
+            if n_focus:  # circles and squares are what a prompt's shape word must tell apart
+                pick = torch.randint(0, len(round_ones), (n_focus,), generator=gen, device=device)
+                idx[:n_focus] = round_ones[pick]
             x0 = latents[idx]
             ids = ids_table[which[idx]]
             keep = torch.rand(args.batch, generator=gen, device=device) >= args.uncond_prob
@@ -444,6 +471,7 @@ def main() -> None:
             "blotted_share": best["blotted"],
         },
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "init_from": str(args.init_from),
         "vae_mse": vae_mse,
         "scaling_factor": scaling,
         "args": {k: str(v) for k, v in vars(args).items()},
