@@ -183,3 +183,23 @@ def classify_shape(image: np.ndarray, colour: str, background: str) -> str:
     if fill > 0.64:
         return "circle"
     return "triangle"
+
+
+def stray_pixels(image: np.ndarray, colour: str, background: str, tolerance: float = 80.0, band: int = 2) -> int:
+    """Count pixels that are neither the shape colour nor the background colour (blots, smears).
+
+    A pixel is stray when its RGB distance to both palette colours exceeds
+    ``tolerance``; pixels within ``band`` px of the shape's outline are not
+    counted, since a decoder blends colours there.
+    """
+    arr = np.asarray(image, dtype=np.float64)[..., :3]
+    d_shape = np.sqrt(np.sum((arr - np.asarray(PALETTE[colour])) ** 2, axis=-1))
+    d_background = np.sqrt(np.sum((arr - np.asarray(PALETTE[background])) ** 2, axis=-1))
+    mask = d_shape < d_background
+    h, w = mask.shape
+    padded = np.pad(mask, band, mode="edge")
+    outline = np.zeros_like(mask)
+    for dy in range(-band, band + 1):
+        for dx in range(-band, band + 1):
+            outline |= padded[band + dy : band + dy + h, band + dx : band + dx + w] != mask
+    return int(np.sum((np.minimum(d_shape, d_background) > tolerance) & ~outline))

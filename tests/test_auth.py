@@ -34,7 +34,7 @@ def test_the_openai_client_uses_its_api_key(backend_for: Any, tiny_model: Any) -
     settings = worker_settings("sd15", tiny_model("sd15"), api_key="s3cret")
     with serve_app(create_app(settings, backend=backend_for("sd15"))) as url:
         good = openai.OpenAI(base_url=f"{url}/v1", api_key="s3cret", max_retries=0)
-        assert [m.id for m in good.models.list()] == ["v1-5"]
+        assert "v1-5" in [m.id for m in good.models.list()]
         bad = openai.OpenAI(base_url=f"{url}/v1", api_key="nope", max_retries=0)
         with pytest.raises(openai.AuthenticationError) as refused:
             bad.models.list()

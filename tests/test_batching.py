@@ -295,10 +295,10 @@ class StepRecorder:
     def check(self) -> None:
         pass
 
-    def wants_preview(self, step: int) -> bool:
-        return False
+    def wants_preview(self, step: int) -> int:
+        return 0
 
-    def preview(self, step: int, image: Any) -> None:
+    def preview(self, step: int, images: Any) -> None:
         pass
 
 

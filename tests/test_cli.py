@@ -212,3 +212,24 @@ def test_readme_generate_prints_a_parsable_seed_line_without_a_terminal(tmp_path
     for noise in ("[transformers]", "torchvision", "Loading weights", "Warning"):
         assert noise not in result.stderr, result.stderr
     assert list(temp.iterdir()) == [], "nothing left in the temp dir"
+
+
+def test_async_webhook_and_model_name_options_reach_the_settings(monkeypatch: Any, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from worker import cli as cli_module
+    from worker.config import Settings
+
+    served: list[Settings] = []
+    monkeypatch.setattr(cli_module, "_serve", lambda settings: served.append(settings) or 0)
+    args = ["--state-dir", str(tmp_path), "--webhook-allow", "hooks.example.com", "--webhook-allow", "*.example.org",
+            "--webhook-secret", "s", "--webhook-tries", "5", "--webhook-backoff", "0.5", "--webhook-timeout", "3",
+            "--served-model-name", "house", "--served-model-name", "sd"]  # fmt: skip
+    result = CliRunner().invoke(cli_module.app, args)
+    assert result.exit_code == 0, result.output
+    settings = served[0]
+    assert settings.state_dir == tmp_path and settings.webhook_allow == ["hooks.example.com", "*.example.org"]
+    assert (settings.webhook_secret, settings.webhook_tries, settings.webhook_backoff) == ("s", 5, 0.5)
+    assert settings.webhook_timeout == 3.0 and settings.served_model_name == ["house", "sd"]
+    refused = CliRunner().invoke(cli_module.app, ["--webhook-tries", "0"])
+    assert refused.exit_code == 2 and "--webhook-tries" in refused.output

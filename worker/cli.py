@@ -82,6 +82,15 @@ SERVE_OPTIONS: dict[str, Any] = {
     "heartbeat_interval": _option(float, "Seconds between heartbeats (30)."),
     "advertise_url": _option(str, "URL the hive should call (http://host:port)."),
     "drain_timeout": _option(float, "Seconds a job may run on after SIGTERM (30)."),
+    "served_model_name": _option(
+        list[str], "Another name the model answers to on the OpenAI API (repeatable; dall-e-3 etc. always)."
+    ),
+    "state_dir": _option(Path, "Journal async jobs here (SQLite) so they survive a crash and restart."),
+    "webhook_allow": _option(list[str], "Host pattern webhook_url may name (repeatable: hooks.example.com, *.ex.com)."),
+    "webhook_secret": _option(str, "HMAC-SHA256 key for X-Signature-256 on webhooks; or SD_WORKER_WEBHOOK_SECRET."),
+    "webhook_tries": _option(int, "Attempts per webhook (3)."),
+    "webhook_backoff": _option(float, "Seconds before the 2nd webhook attempt; doubles (1)."),
+    "webhook_timeout": _option(float, "Seconds one webhook attempt may take (10)."),
     # rbee's spawn line (README, "Running under rbee")
     "model": _option(Path, "rbee's name for --model-path."),
     "model_ref": _option(str, "The model's name at the hive (reported back to it)."),

@@ -95,6 +95,19 @@ class Settings(BaseSettings):
     keep_results: int = Field(256, ge=1, description="Finished jobs kept for GET /v1/jobs/{id}.")
     result_ttl: float = Field(3600.0, gt=0, description="Seconds a finished job is kept.")
     keepalive_seconds: float = Field(15.0, gt=0)
+    served_model_name: list[str] = Field(
+        default_factory=list, description="More names the model answers to on the OpenAI API (repeatable)."
+    )
+    state_dir: Path | None = Field(
+        None, description="Journal accepted async jobs (SQLite) and keep url-response files here, across restarts."
+    )
+    webhook_allow: list[str] = Field(
+        default_factory=list, description="Host patterns webhook_url may name (repeatable; none: webhooks off)."
+    )
+    webhook_secret: str | None = Field(None, description="Signs webhook bodies: X-Signature-256: sha256=<HMAC>.")
+    webhook_tries: int = Field(3, ge=1, le=20, description="Attempts per webhook (backoff doubles between them).")
+    webhook_backoff: float = Field(1.0, ge=0, description="Seconds before the second attempt.")
+    webhook_timeout: float = Field(10.0, gt=0, description="Seconds one webhook attempt may take.")
     callback_url: str | None = Field(None, description="Hive URL to POST the ready registration to.")
     hive_protocol: HiveProtocol | None = Field(None, description="Shapes of ready/heartbeat (None: from the flags).")
     hive_token: str | None = Field(

@@ -175,7 +175,10 @@ def to_base64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def preview_bytes(image: Image.Image, max_side: int = 256) -> bytes:
+PREVIEW_SIDE = 256  # live previews are thumbnails; OpenAI partial images keep the output size
+
+
+def preview_bytes(image: Image.Image, max_side: int = PREVIEW_SIDE) -> bytes:
     """A small JPEG of an intermediate image (for `Preview` events)."""
     small = image.copy()
     small.thumbnail((max_side, max_side))
@@ -184,6 +187,6 @@ def preview_bytes(image: Image.Image, max_side: int = 256) -> bytes:
     return buffer.getvalue()
 
 
-def preview_jpeg(image: Image.Image, max_side: int = 256) -> str:
+def preview_jpeg(image: Image.Image, max_side: int = PREVIEW_SIDE) -> str:
     """The same small JPEG, base64, as a `preview` event carries it."""
     return to_base64(preview_bytes(image, max_side))

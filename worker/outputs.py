@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -19,15 +20,21 @@ class OutputStore:
     """`--output-dir` (or a private temp folder): every name is `<job id>-<index>.<format>`, made here.
 
     With `remote` (an fsspec URL, `--output-url`) images are uploaded there instead and their URLs handed out.
+    Without `--output-dir`, `fallback` (under `--state-dir`) keeps url-response files across restarts.
     """
 
-    def __init__(self, directory: Path | None, keep: int, max_age: float, remote: str | None = None) -> None:
-        self.directory = directory if directory is not None else Path(tempfile.mkdtemp(prefix="sd-worker-"))
+    def __init__(
+        self, directory: Path | None, keep: int, max_age: float, remote: str | None = None, fallback: Path | None = None
+    ) -> None:
+        chosen = directory if directory is not None else fallback
+        self.directory = chosen if chosen is not None else Path(tempfile.mkdtemp(prefix="sd-worker-"))
         self.directory.mkdir(parents=True, exist_ok=True)
+        for stale in self.directory.glob(".*.partial"):  # a crash mid-write leaves only these behind
+            stale.unlink(missing_ok=True)
         # a private temp folder goes when the worker does: at close(), or when the store is collected or the
         # interpreter exits, whichever comes first (a killed process cannot clean up after itself)
         self._private = (
-            weakref.finalize(self, shutil.rmtree, self.directory, ignore_errors=True) if directory is None else None
+            weakref.finalize(self, shutil.rmtree, self.directory, ignore_errors=True) if chosen is None else None
         )
         self.persist_all = directory is not None  # --output-dir: keep every image, not only those asked for
         self.remote = remote.rstrip("/") if remote else None
@@ -46,7 +53,13 @@ class OutputStore:
             with fsspec.open(f"{self.remote}/{file_id}", "wb") as remote_file:
                 remote_file.write(data)
         if self.remote is None or self.persist_all:
-            (self.directory / file_id).write_bytes(data)
+            # temp file + rename: a crash never leaves a truncated image behind a valid id
+            partial = self.directory / f".{file_id}.{os.getpid()}-{threading.get_ident()}.partial"
+            with partial.open("wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(partial, self.directory / file_id)
             self._prune()
         return file_id
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -20,19 +21,34 @@ from worker.api.docs import install_docs
 from worker.api.errors import install_error_handlers
 from worker.api.lifecycle import start_queen_heartbeat, start_registration
 from worker.api.middleware import BearerAuth, BodySizeLimit
+from worker.api.native.async_jobs import resubmit
 from worker.api.native.router import router
 from worker.api.openai.router import router as openai_router
 from worker.api.playground import install_playground
 from worker.api.rbee.router import router as rbee_router
 from worker.api.request_id import RequestId
 from worker.api.state import WorkerState
+from worker.api.tokens import StreamTokens
+from worker.api.tracker import JobTracker
 from worker.api.worker_id import WorkerIdHeader
 from worker.config import Settings
-from worker.engine.engine import build_engine
+from worker.engine.engine import Engine, build_engine
 from worker.engine.protocol import ImageGenerationBackend
 from worker.errors import WorkerError
+from worker.journal import JobJournal
+from worker.webhooks.policy import WebhookPolicy
+from worker.webhooks.sender import WebhookConfig, WebhookSender
 
 log = logging.getLogger(__name__)
+EXPOSED_HEADERS = [
+    "X-Job-Id",
+    "X-Worker-Id",
+    "X-Request-Id",
+    "X-Ignored-Params",
+    "X-Stream-Token",
+    "Location",
+    "Retry-After",
+]
 
 
 def create_app(
@@ -46,7 +62,7 @@ def create_app(
 
         backend = create_backend(settings)
     engine = build_engine(settings, backend)
-    state = WorkerState(settings, backend, engine)
+    state = WorkerState(settings, backend, engine, _tracker(settings, engine), StreamTokens(settings.api_key))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -60,9 +76,11 @@ def create_app(
             loader.cancel()
             if state.registrar is not None:
                 await state.registrar.stop()
+            state.tracker.stopping()
             await asyncio.to_thread(engine.stop, settings.drain_timeout)
             if state.queen is not None:
                 await state.queen.stop()
+            await state.tracker.close()
             engine.store.close()  # the private temp folder of url-response images, if any
 
     app = FastAPI(title="sd-worker", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
@@ -79,18 +97,32 @@ def create_app(
     install_playground(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.limits.max_body_bytes)
     if settings.api_key:
-        app.add_middleware(BearerAuth, api_key=settings.api_key)
+        app.add_middleware(BearerAuth, api_key=settings.api_key, tokens=state.tokens)
     app.add_middleware(RequestId)  # outside auth and size checks: their refusals carry an id too
     if settings.cors_origin:  # outside auth: a preflight carries no API key
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origin,
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Accept"],
-            expose_headers=["X-Job-Id", "X-Worker-Id"],
+            allow_headers=["*"],  # SDKs add their own (x-stainless-*, openai-organization, last-event-id)
+            expose_headers=EXPOSED_HEADERS,
         )
     app.add_middleware(WorkerIdHeader, worker_id=settings.resolved_worker_id())  # outermost: on every response
     return app
+
+
+def _tracker(settings: Settings, engine: Engine) -> JobTracker:
+    """The follower of async and webhook jobs, with its journal under --state-dir."""
+    if settings.webhook_allow and not settings.webhook_secret:
+        log.warning("--webhook-allow without --webhook-secret: webhooks go out unsigned")
+    config = WebhookConfig(
+        settings.webhook_secret, settings.webhook_tries, settings.webhook_backoff, settings.webhook_timeout
+    )
+    policy = WebhookPolicy(settings.webhook_allow)
+    journal = JobJournal(settings.state_dir) if settings.state_dir is not None else None
+    return JobTracker(
+        engine, policy, WebhookSender(policy, config), journal, settings.keep_results, settings.result_ttl
+    )
 
 
 async def _load(state: WorkerState, on_fatal: Callable[[str], None] | None) -> None:
@@ -107,6 +139,7 @@ async def _load(state: WorkerState, on_fatal: Callable[[str], None] | None) -> N
             on_fatal(message)
         return
     state.engine.start()
+    await state.tracker.recover(functools.partial(resubmit, state))
     state.status, state.reason = "healthy", "ready"
     start_registration(state)
     log.info("ready: %s on %s/%s", state.backend.family.name, state.backend.device, state.backend.dtype)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 
 from worker.api.hints import explain
+from worker.api.openai.params import openai_param
 from worker.api.request_id import current as current_request_id
 from worker.errors import QueueFull, WorkerError
 
@@ -32,7 +33,8 @@ def error_body(
     """The JSON error body. OpenAI's `error` object is kept exactly as OpenAI sends it, so its request id sits
     beside it; ours carries the request id inside."""
     request_id = current_request_id.get()
-    if openai:
+    if openai:  # OpenAI names its own parameter (the status is OpenAI's too: see `error_response`)
+        field = openai_param(field)
         kind = "invalid_request_error" if status < 500 else "server_error"
         body: dict[str, Any] = {"error": {"message": message, "type": kind, "param": field, "code": code}}
         if request_id is not None:
@@ -49,7 +51,9 @@ def error_body(
 def error_response(
     status: int, code: str, message: str, field: str | None = None, *, openai: bool = False
 ) -> JSONResponse:
-    """`error_body` as a response."""
+    """`error_body` as a response; OpenAI answers every invalid value with 400 (its SDKs' `BadRequestError`)."""
+    if openai and status == 422:
+        status = 400
     return JSONResponse(error_body(status, code, message, field, openai=openai), status_code=status)
 
 

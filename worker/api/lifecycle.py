@@ -84,6 +84,7 @@ async def drain(state: WorkerState) -> None:
         state.queen.nudge()  # the queen hears `stopping` now, not at the next beat
     if state.registrar is not None:
         await state.registrar.stop()
+    state.tracker.stopping()  # async jobs still queued stay in the journal for the next start
     state.engine.close()
     active = state.engine.active_jobs  # one batch: every job in it finishes (or is cancelled) together
     if not active:

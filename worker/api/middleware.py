@@ -7,10 +7,12 @@ import binascii
 import hmac
 import json
 from typing import Any
+from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from worker.api.errors import error_body, is_openai
+from worker.api.tokens import StreamTokens
 
 
 class BodySizeLimit:
@@ -63,6 +65,8 @@ async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
 class BearerAuth:
     """With `--api-key`: every route but the probes needs `Authorization: Bearer <key>` (compared in constant time).
 
+    A job's events route also takes that job's stream token as `?token=` (a browser `EventSource` sends no headers).
+
     The A1111 routes also take `Authorization: Basic` with the key as the password (any user name), which is how
     A1111 clients send `--api-auth user:pass`. OPTIONS requests pass: probes and preflights carry no key.
     """
@@ -72,10 +76,11 @@ class BearerAuth:
     PAGE_PREFIX = "/playground/"
     BASIC_PATHS = ("/sdapi/", "/internal/")
 
-    def __init__(self, app: ASGIApp, api_key: str) -> None:
+    def __init__(self, app: ASGIApp, api_key: str, tokens: StreamTokens) -> None:
         self.app = app
         self.expected = f"Bearer {api_key}".encode()
         self.key = api_key.encode()
+        self.tokens = tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self._open(scope["path"]) or scope["method"] == "OPTIONS":
@@ -83,7 +88,8 @@ class BearerAuth:
             return
         given = dict(scope["headers"]).get(b"authorization", b"")
         basic = scope["path"].startswith(self.BASIC_PATHS)
-        if hmac.compare_digest(given, self.expected) or (basic and self._basic_ok(given)):
+        token = self._stream_token_ok(scope)
+        if hmac.compare_digest(given, self.expected) or (basic and self._basic_ok(given)) or token:
             await self.app(scope, receive, send)
             return
         scheme = b"Basic" if basic else b"Bearer"
@@ -105,6 +111,12 @@ class BearerAuth:
 
     def _open(self, path: str) -> bool:
         return path in self.OPEN_PATHS or path == "/" or path.startswith(self.PAGE_PREFIX)
+
+    def _stream_token_ok(self, scope: Scope) -> bool:
+        if scope["method"] != "GET":
+            return False
+        tokens = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [])
+        return len(tokens) == 1 and self.tokens.allows(scope["path"], tokens[0])
 
 
 def _with_header(send: Send, name: bytes, value: bytes) -> Send:

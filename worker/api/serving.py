@@ -13,13 +13,14 @@ from worker.engine.protocol import GenerationParams, GenerationRequest
 from worker.errors import JobFailed
 
 
-async def submit(engine: Engine, to_params: Callable[[], GenerationParams]) -> Job:
-    """Map the body, resolve it (off the event loop: base64 and image decoding are heavy), then queue the job."""
+async def submit(engine: Engine, to_params: Callable[[], GenerationParams], job_id: str | None = None) -> Job:
+    """Map the body, resolve it (off the event loop: base64 and image decoding are heavy), then queue the job
+    (under `job_id` when a journaled job runs again after a restart)."""
 
     def prepare() -> GenerationRequest:
         return engine.resolve(to_params())
 
-    return engine.submit(await run_in_threadpool(prepare))
+    return engine.submit(await run_in_threadpool(prepare), job_id)
 
 
 async def wait(engine: Engine, job: Job, is_disconnected: Callable[[], Awaitable[bool]]) -> Completed:

@@ -24,15 +24,21 @@ def frame(name: str, data: dict[str, Any], seq: int | None = None) -> bytes:
 
 
 async def stream_job(
-    job: Job, keepalive: float, serializer: Serializer, on_disconnect: Callable[[Job], None] | None = None
+    job: Job,
+    keepalive: float,
+    serializer: Serializer,
+    on_disconnect: Callable[[Job], None] | None = None,
+    after: int = -1,
 ) -> AsyncIterator[bytes]:
-    """Replay and follow the job's events as `serializer` frames them; if the stream ends before the job does,
-    call `on_disconnect`. Images are framed off the event loop (base64 of megabytes is heavy; a protocol may
-    re-encode previews)."""
+    """Replay (from the event after sequence number `after`) and follow the job's events as `serializer` frames
+    them; if the stream ends before the job does, call `on_disconnect`. Images are framed off the event loop
+    (base64 of megabytes is heavy; a protocol may re-encode previews)."""
     try:
         async for entry in job.events.follow(keepalive):
             if entry is None:
                 yield KEEPALIVE
+                continue
+            if entry.seq <= after:
                 continue
             if isinstance(entry.event, Completed | Preview):
                 frames = await run_in_threadpool(_frames, serializer, job, entry)

@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, Request
 
+from worker.api.tokens import StreamTokens
+from worker.api.tracker import JobTracker
 from worker.config import Settings
 from worker.engine.engine import Engine
 from worker.engine.protocol import ImageGenerationBackend
@@ -25,6 +27,8 @@ class WorkerState:
     settings: Settings
     backend: ImageGenerationBackend
     engine: Engine
+    tracker: JobTracker
+    tokens: StreamTokens
     started_at: float = field(default_factory=time.monotonic)
     status: Literal["loading", "healthy", "degraded", "draining"] = "loading"
     reason: str = "loading the model"

@@ -102,9 +102,9 @@ class Engine:
         """Check `params` against the loaded model and the limits (blocking: decodes images)."""
         return resolve(params, self.backend, self.limits)
 
-    def submit(self, request: GenerationRequest) -> Job:
-        """Queue a job (raises QueueFull) and remember it."""
-        job = Job(request=request, timeout=self._job_timeout, id=new_job_id(self._id_prefix))
+    def submit(self, request: GenerationRequest, job_id: str | None = None) -> Job:
+        """Queue a job (raises QueueFull) and remember it; `job_id` keeps a journaled job's id across a restart."""
+        job = Job(request=request, timeout=self._job_timeout, id=job_id or new_job_id(self._id_prefix))
         with self._lock:
             self._prune()
             self._jobs[job.id] = job
@@ -159,7 +159,10 @@ def build_engine(settings: Settings, backend: ImageGenerationBackend, *, oneshot
     if oneshot:
         store, max_queue, keep_results = OutputStore(None, keep=1, max_age=3600.0), 1, 1
     else:
-        store = OutputStore(settings.output_dir, settings.output_keep, settings.output_max_age, settings.output_url)
+        files = settings.state_dir / "files" if settings.state_dir is not None else None  # url files survive
+        store = OutputStore(
+            settings.output_dir, settings.output_keep, settings.output_max_age, settings.output_url, fallback=files
+        )
         max_queue, keep_results = settings.max_queue, settings.keep_results
     return Engine(
         backend,

@@ -45,10 +45,11 @@ class Stage:
 
 @dataclass(frozen=True)
 class Preview:
-    """An intermediate picture after `step`: a small JPEG."""
+    """An intermediate picture of image `index` of the job after `step`: a JPEG."""
 
     step: int
     image: bytes = field(repr=False)
+    index: int = 0
 
 
 @dataclass(frozen=True)

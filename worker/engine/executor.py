@@ -70,21 +70,25 @@ class JobHooks:
         if step == self.total:
             self.stage("decoding")
 
-    def wants_preview(self, step: int) -> bool:
-        """True at the chosen steps. `preview_every` previews are skipped while the last one is still encoding
-        or a client lags behind; the partial images OpenAI clients count on are always made."""
+    def wants_preview(self, step: int) -> int:
+        """Every image at the partial steps OpenAI clients count on (always made); the first image at the
+        `preview_every` steps, skipped while the last one is still encoding or a client lags behind."""
         if step in self.partial_steps:
-            return True
+            return self.job.request.num_samples
         wanted = step in self.preview_steps
-        return wanted and not self._preview_in_flight and self.job.events.backlog() <= MAX_PREVIEW_BACKLOG
+        return int(wanted and not self._preview_in_flight and self.job.events.backlog() <= MAX_PREVIEW_BACKLOG)
 
-    def preview(self, step: int, image: Image.Image) -> None:
-        """Encode the picture off the denoising thread, then publish a `preview` event (a small JPEG)."""
+    def preview(self, step: int, images: list[Image.Image]) -> None:
+        """Encode the pictures off the denoising thread, then publish a `preview` event per image (a JPEG:
+        full size for partial images, small for live previews)."""
         self._preview_in_flight = True
+        partial = step in self.partial_steps
 
         def encode_and_publish() -> None:
             try:
-                self.job.publish(Preview(step, imaging.preview_bytes(image)))
+                for index, image in enumerate(images):
+                    side = max(image.size) if partial else imaging.PREVIEW_SIDE
+                    self.job.publish(Preview(step, imaging.preview_bytes(image, side), index))
             finally:
                 self._preview_in_flight = False
 

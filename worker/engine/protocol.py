@@ -118,11 +118,11 @@ class StepHooks(Protocol):
     def check(self) -> None:
         """Raise if the job should stop now."""
 
-    def wants_preview(self, step: int) -> bool:
-        """True if an intermediate image should be sent after `step`."""
+    def wants_preview(self, step: int) -> int:
+        """How many of the job's images (the first N) to preview after `step`; 0 = none."""
 
-    def preview(self, step: int, image: Image.Image) -> None:
-        """Send the intermediate image of `step`."""
+    def preview(self, step: int, images: list[Image.Image]) -> None:
+        """Send the intermediate images of `step` (the first `wants_preview(step)` of the job)."""
 
 
 OnDrop = Callable[[int, Exception], None]

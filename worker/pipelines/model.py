@@ -29,7 +29,8 @@ class LoadedModel:
     _projection: LatentProjection | None = None
 
     def preview(self, latents: Any, decode: Any) -> Any:
-        """A PIL picture of intermediate latents: the fitted projection (fitted on first use) or `decode`."""
+        """PIL pictures of intermediate latents, one per image: the fitted projection (fitted on first use) or
+        `decode`."""
         if self.preview_decoder == "vae":
             return decode(self, latents)
         if self._projection is None:

@@ -27,13 +27,13 @@ class LatentProjection:
     bias: torch.Tensor  # (3,)
     scale: int  # pixels per latent pixel
 
-    def render(self, latents: torch.Tensor) -> Image.Image:
-        """The first image of a batch of latents, at output size."""
-        latent = latents[0].detach().float().cpu()
-        rgb = torch.einsum("chw,cr->hwr", latent, self.weight) + self.bias
+    def render(self, latents: torch.Tensor) -> list[Image.Image]:
+        """Every image of a batch of latents, at output size."""
+        rgb = torch.einsum("bchw,cr->bhwr", latents.detach().float().cpu(), self.weight) + self.bias
         pixels = ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-        image = Image.fromarray(np.ascontiguousarray(pixels), "RGB")
-        return image.resize((image.width * self.scale, image.height * self.scale), Image.Resampling.BILINEAR)
+        images = [Image.fromarray(np.ascontiguousarray(one), "RGB") for one in pixels]
+        size = (pixels.shape[2] * self.scale, pixels.shape[1] * self.scale)
+        return [image.resize(size, Image.Resampling.BILINEAR) for image in images]
 
 
 def fit_projection(pipe: Any) -> LatentProjection:

@@ -116,21 +116,21 @@ def count_steps(model: LoadedModel, request: GenerationRequest) -> int:
     return max(len(scheduler.timesteps) - skipped, 0)
 
 
-def decode_latents(model: LoadedModel, latents: Any) -> Image.Image:
-    """The first image of a batch of intermediate latents, through the VAE (as the pipelines decode)."""
+def decode_latents(model: LoadedModel, latents: Any) -> list[Image.Image]:
+    """Every image of a batch of intermediate latents, through the VAE (as the pipelines decode)."""
     vae = model.base.vae
     shift = getattr(vae.config, "shift_factor", None) or 0.0
-    scaled = latents[:1] / vae.config.scaling_factor + shift
+    scaled = latents / vae.config.scaling_factor + shift
     decoded = vae.decode(scaled.to(vae.dtype), return_dict=False)[0]
-    image: Image.Image = model.base.image_processor.postprocess(decoded, output_type="pil")[0]
-    return image
+    images: list[Image.Image] = model.base.image_processor.postprocess(decoded, output_type="pil")
+    return images
 
 
 def _report_step(model: LoadedModel, hooks: StepHooks, step: int, latents: Any) -> None:
     """Tell a job that `step` finished (raises to stop it), with a preview of its `latents` if it wants one."""
     hooks.step(step)
-    if hooks.wants_preview(step):
-        hooks.preview(step, model.preview(latents, decode_latents))
+    if count := int(hooks.wants_preview(step)):
+        hooks.preview(step, model.preview(latents[:count], decode_latents))
 
 
 class _EveryJobStopped(Exception):
@@ -208,11 +208,11 @@ class _SilentHooks:
     def check(self) -> None:
         """Never stops."""
 
-    def wants_preview(self, step: int) -> bool:
+    def wants_preview(self, step: int) -> int:
         """Never."""
-        return False
+        return 0
 
-    def preview(self, step: int, image: Image.Image) -> None:
+    def preview(self, step: int, images: list[Image.Image]) -> None:
         """Ignored."""
 
 

@@ -73,6 +73,9 @@ class GenerationBody(BaseModel):
     loras: list[LoraSpec] = Field(default_factory=list, max_length=8)
     preview_every: int = Field(0, ge=0, description="send a `preview` event every N steps (0 = off)")
     prompt_embeds: EmbeddingEnvelope | None = Field(None, description="from /encode, instead of prompt")
+    webhook_url: str | None = Field(
+        None, max_length=2048, description="POSTed the job's final state, signed (hosts per --webhook-allow)"
+    )
     prompt_syntax: bool = Field(
         False, description="read A1111 prompt syntax: (emphasis:1.2), prompts past 77 tokens, [from:to:when]"
     )
@@ -122,3 +125,10 @@ class InpaintBody(GenerationBody):
     mask: str = Field(min_length=1)
     strength: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)
     mask_blur: int = Field(0, ge=0, le=256)
+
+
+TASK_BODIES: dict[str, type[GenerationBody]] = {
+    "txt2img": GenerationBody,
+    "img2img": Img2ImgBody,
+    "inpaint": InpaintBody,
+}

@@ -15,13 +15,15 @@ from worker.api import serving
 from worker.api.errors import error_response
 from worker.api.lifecycle import capabilities, model_ref
 from worker.api.native import serializer
+from worker.api.native.async_jobs import accepted, journaled_events, last_event_id, prefers_async
 from worker.api.native.protocol import EncodeBody, GenerationBody, Img2ImgBody, InpaintBody
 from worker.api.sse import SSE_HEADERS, stream_job
 from worker.api.state import State, WorkerState
 from worker.engine.job import Job
 from worker.engine.protocol import Task
 from worker.engine.resolve import encode_prompt
-from worker.errors import WorkerError
+from worker.errors import NotFound, WorkerError
+from worker.webhooks.sender import Delivery
 
 router = APIRouter()
 
@@ -110,15 +112,22 @@ async def list_jobs(state: State) -> dict[str, Any]:
 
 @router.get("/v1/jobs/{job_id}")
 async def get_job(job_id: str, state: State) -> dict[str, Any]:
-    """A job's status, progress and (when done) result."""
-    return await run_in_threadpool(serializer.job_view, state.engine.get(job_id))  # base64 of the images
+    """A job's status, progress and (when done) result; also for journaled jobs from before a restart."""
+    return await state.tracker.view(job_id)
 
 
-@router.get("/v1/jobs/{job_id}/events")
-async def job_events(job_id: str, state: State) -> StreamingResponse:
-    """The job's SSE stream from its first event, then live; leaving does not cancel the job."""
-    job = state.engine.get(job_id)
-    stream = stream_job(job, state.settings.keepalive_seconds, serializer.frames)
+@router.get("/v1/jobs/{job_id}/events", response_model=None)
+async def job_events(job_id: str, request: Request, state: State) -> Response:
+    """The job's SSE stream after `Last-Event-ID` (from its first event without one), then live; 204 once the
+    final event was seen, so an `EventSource` stops reconnecting. Leaving does not cancel the job."""
+    after = last_event_id(request)
+    try:
+        job = state.engine.get(job_id)
+    except NotFound:
+        return await journaled_events(job_id, after, state)
+    if job.status.final and after >= len(job.events.snapshot()) - 1:
+        return Response(status_code=204)
+    stream = stream_job(job, state.settings.keepalive_seconds, serializer.frames, after=after)
     return StreamingResponse(stream, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
@@ -133,12 +142,19 @@ async def cancel_job(job_id: str, state: State) -> JSONResponse:
 
 async def _generate(task: Task, body: GenerationBody, request: Request, state: WorkerState) -> Response:
     state.require_ready()
+    await state.tracker.check_webhook(body.webhook_url)
     job = await serving.submit(state.engine, functools.partial(body.to_params, task))
+    token = state.tokens.issue(job.id)
+    if prefers_async(request):
+        return await accepted(job, task, body, token, state)
+    state.tracker.follow(job, Delivery(body.webhook_url) if body.webhook_url else None)
     if _wants_json(request):
-        return await _wait_json(job, request, state)
+        response = await _wait_json(job, request, state)
+        response.headers["X-Stream-Token"] = token
+        return response
     cancel = functools.partial(state.engine.cancel, reason="client disconnected")
     stream = stream_job(job, state.settings.keepalive_seconds, serializer.frames, on_disconnect=cancel)
-    headers = {**SSE_HEADERS, "X-Job-Id": job.id}
+    headers = {**SSE_HEADERS, "X-Job-Id": job.id, "X-Stream-Token": token}
     return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
 
 

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from worker.api.openai.models import default_response_format
+from worker.api.openai.params import ignored_params
 from worker.engine.protocol import GenerationParams, Task
 from worker.errors import InvalidRequest
 
@@ -25,6 +27,7 @@ class NvExt(BaseModel):
     num_inference_steps: int | None = Field(None, ge=1)
     guidance_scale: float | None = Field(None, ge=0, le=100, allow_inf_nan=False)
     seed: int | None = Field(None, ge=-1, lt=2**32)
+    webhook_url: str | None = Field(None, max_length=2048, description="POSTed the job's final state (signed)")
     prompt_syntax: bool | None = Field(None, description="read A1111 prompt syntax (emphasis, long prompts)")
 
 
@@ -35,11 +38,14 @@ class ImageRequest(NvExt):
     model: str | None = None
     n: int = Field(1, ge=1)
     size: str = "auto"
-    response_format: Literal["url", "b64_json"] = "b64_json"
+    response_format: Literal["url", "b64_json"] | None = None  # default: url for dall-e-*, else b64_json
     output_format: Literal["png", "jpeg", "webp"] = "png"
     output_compression: int | None = Field(None, ge=0, le=100)
     quality: Quality = "auto"
-    background: Literal["auto", "opaque"] = "auto"
+    background: Literal["auto", "opaque", "transparent"] = "auto"  # transparent: accepted, ignored
+    style: str | None = Field(None, max_length=64)  # DALL·E 3's vivid/natural: accepted, ignored
+    moderation: str | None = Field(None, max_length=64)  # accepted, ignored (no moderation here)
+    input_fidelity: str | None = Field(None, max_length=64)  # edits: accepted, ignored
     user: str | None = None
     stream: bool = False
     partial_images: int = Field(0, ge=0, le=3)
@@ -50,6 +56,16 @@ class ImageRequest(NvExt):
         if self.nvext is not None and getattr(self.nvext, name) is not None:
             return getattr(self.nvext, name)
         return getattr(self, name)
+
+    @property
+    def answer_format(self) -> str:
+        """`response_format`, or OpenAI's default for the model asked for."""
+        return self.response_format or default_response_format(self.model)
+
+    @property
+    def ignored(self) -> list[str]:
+        """The knobs this request set that cannot be honoured (for `X-Ignored-Params`)."""
+        return ignored_params(self.model_dump(include={"style", "moderation", "input_fidelity", "background"}))
 
     def dimensions(self) -> tuple[int, int] | None:
         """(width, height) from "WxH", or None for "auto"."""

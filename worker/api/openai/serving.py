@@ -13,13 +13,14 @@ from starlette.concurrency import run_in_threadpool
 
 from worker import imaging
 from worker.api import serving
+from worker.api.openai.models import ServedModels
 from worker.api.openai.protocol import ImageRequest
 from worker.api.sse import frame, stream_job
 from worker.api.state import WorkerState
 from worker.engine.events import Completed, Entry, Failed, Preview
 from worker.engine.job import Job
 from worker.engine.protocol import Task
-from worker.errors import InvalidRequest, ModelNotFound
+from worker.webhooks.sender import Delivery
 
 log = logging.getLogger(__name__)
 EVENT_QUALITY = {"standard": "auto", "hd": "high"}  # OpenAI's event schema knows only low/medium/high/auto
@@ -33,40 +34,39 @@ class OpenAIImages:
     def __init__(self, state: WorkerState) -> None:
         self.state = state
 
-    def models(self) -> dict[str, Any]:
-        """`GET /v1/models`: the one loaded model."""
-        backend = self.state.backend
+    @property
+    def served(self) -> ServedModels:
+        """The names the loaded model answers to."""
+        backend, settings = self.state.backend, self.state.settings
         created = int(time.time() - (time.monotonic() - self.state.started_at))
-        return {"object": "list", "data": [
-            {"id": backend.family.name, "object": "model", "created": created, "owned_by": "sd-worker",
-             "root": backend.model_ref}
-        ]}  # fmt: skip
-
-    def check_model(self, model: str | None) -> None:
-        """Only the loaded model (by family name or reference) may be asked for."""
-        backend = self.state.backend
-        if model is not None and model not in (backend.family.name, backend.model_ref):
-            raise ModelNotFound(
-                f"the model {model!r} is not served here; this worker serves {backend.family.name!r}", field="model"
-            )
+        return ServedModels(backend.family.name, backend.model_ref, settings.served_model_name, created)
 
     async def submit(
         self, task: Task, request: ImageRequest, image: bytes | None = None, mask: bytes | None = None
     ) -> Job:
-        """Validate, map onto neutral params, and queue the job (`mask` in OpenAI's convention)."""
+        """Validate, map onto neutral params, and queue the job (`mask` in OpenAI's convention); follow its
+        webhook, if it asked for one."""
         self.state.require_ready()
-        self.check_model(request.model)
+        self.served.check(request.model)
+        webhook = request.extension("webhook_url")
+        await self.state.tracker.check_webhook(webhook, "nvext.webhook_url")
         steps = self.state.backend.family.steps
-        params = functools.partial(request.to_params, task, steps, image, mask)
-        try:
-            job = await serving.submit(self.state.engine, params)
-        except InvalidRequest as exc:
-            if exc.field not in ("width", "height"):
-                raise
-            raise InvalidRequest(exc.message, field="size") from None  # OpenAI's parameter for both
+        job = await serving.submit(self.state.engine, functools.partial(request.to_params, task, steps, image, mask))
+        self.state.tracker.follow(job, Delivery(webhook) if webhook else None)
         if request.user is not None:
             log.info("job %s for user %r", job.id, request.user)  # OpenAI's end-user id, for tracing abuse
+        if request.ignored:
+            log.info("job %s: ignoring %s (cannot be honoured)", job.id, ", ".join(request.ignored))
         return job
+
+    async def edit_task(self, image: bytes, mask: bytes | None) -> tuple[Task, bytes | None]:
+        """Inpaint with a mask; without one, DALL·E 2's rule: an image with transparent pixels is repainted
+        there (its own alpha is the mask), an opaque one is img2img."""
+        if mask is not None:
+            return "inpaint", mask
+        limit = self.state.settings.limits.max_upload_pixels
+        transparent = await run_in_threadpool(_has_transparency, image, limit)
+        return ("inpaint", image) if transparent else ("img2img", None)
 
     async def response(self, job: Job, result: Completed, request: ImageRequest, base_url: str) -> dict[str, Any]:
         """The `ImagesResponse` of a completed job (base64 and files off the event loop)."""
@@ -77,7 +77,7 @@ class OpenAIImages:
         items: list[dict[str, Any]] = []
         for index, (data, seed) in enumerate(zip(result.images, result.seeds, strict=True)):
             item: dict[str, Any] = {"revised_prompt": request.prompt, "seed": seed}
-            if request.response_format == "url":
+            if request.answer_format == "url":
                 file_id = result.files[index] if index < len(result.files) else None
                 file_id = file_id or store.save(job.id, index, result.format, data)
                 item["url"] = store.url(file_id, base_url)
@@ -98,24 +98,26 @@ class OpenAIImages:
 
 
 class StreamSerializer:
-    """One streamed request's OpenAI events (it counts the partial images it has sent)."""
+    """One streamed request's OpenAI events (it counts the partial images it has sent of each image)."""
 
     def __init__(self, request: ImageRequest, kind: str) -> None:
         self.request = request
         self.kind = kind
         self.common = {"background": "opaque", "quality": EVENT_QUALITY.get(request.quality, request.quality)}
-        self.partial = 0
+        self.partials: dict[int, int] = {}  # image index → partial images sent
 
     def frames(self, job: Job, entry: Entry) -> Iterator[bytes]:
         """The frames of one logged event (most events have none)."""
         event, kind = entry.event, self.kind
         if isinstance(event, Preview):
+            sent = self.partials.get(event.index, 0)
+            size = f"{job.request.width}x{job.request.height}"
             yield frame(f"{kind}.partial_image", {
                 "type": f"{kind}.partial_image", "b64_json": imaging.to_base64(event.image),
-                "partial_image_index": self.partial, "created_at": int(time.time()), "size": self.request.size,
-                "output_format": "jpeg", **self.common,
+                "partial_image_index": sent, "image_index": event.index, "created_at": int(time.time()),
+                "size": size, "output_format": "jpeg", **self.common,
             })  # fmt: skip
-            self.partial += 1
+            self.partials[event.index] = sent + 1
         elif isinstance(event, Completed):
             size = f"{event.width}x{event.height}"
             for data, seed in zip(event.images, event.seeds, strict=True):
@@ -126,3 +128,8 @@ class StreamSerializer:
         elif isinstance(event, Failed):
             error = {"message": event.message, "type": "server_error", "code": event.code}
             yield frame("error", {"type": "error", "error": {**error, "param": None}})
+
+
+def _has_transparency(image: bytes, max_pixels: int) -> bool:
+    opened = imaging.open_upload(image, "image", max_pixels)
+    return "A" in opened.getbands() and opened.getchannel("A").getextrema()[0] == 0

@@ -1,0 +1,1 @@
+"""Webhooks: which URLs may be called (`policy`), and signed delivery with retries (`sender`)."""
