@@ -169,11 +169,16 @@ def centre_mask(size: int = 64) -> Image.Image:
     return Image.fromarray(mask, "L")
 
 
-def b64_png(image: Image.Image, fmt: str = "PNG") -> str:
-    """An image as base64 text, as clients send it."""
+def png_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
+    """An image as the file bytes a client uploads."""
     buffer = io.BytesIO()
     image.save(buffer, fmt)
-    return base64.b64encode(buffer.getvalue()).decode()
+    return buffer.getvalue()
+
+
+def b64_png(image: Image.Image, fmt: str = "PNG") -> str:
+    """An image as base64 text, as clients send it."""
+    return base64.b64encode(png_bytes(image, fmt)).decode()
 
 
 def decode(data: str) -> Image.Image:

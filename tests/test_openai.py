@@ -14,7 +14,7 @@ import openai
 import pytest
 from PIL import Image
 
-from tests.support import b64_png, decode, init_image, live_server, pixels, worker_settings
+from tests.support import b64_png, decode, init_image, live_server, pixels, png_bytes, worker_settings
 
 NV = {"num_inference_steps": 3, "seed": 5}
 
@@ -29,12 +29,6 @@ def server(backend_for: Any, tiny_model: Any, tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 def client(server: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0)
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def test_generate_returns_n_images_of_the_size_with_their_seeds(client: openai.OpenAI) -> None:

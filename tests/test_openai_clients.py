@@ -15,7 +15,7 @@ import openai
 import pytest
 from PIL import Image
 
-from tests.support import decode, init_image, live_server, pixels, worker_settings
+from tests.support import decode, init_image, live_server, pixels, png_bytes, worker_settings
 
 NV = {"num_inference_steps": 3, "seed": 5}
 ALIASES = ["dall-e-2", "dall-e-3", "gpt-image-1", "gpt-image-1-mini"]
@@ -34,12 +34,6 @@ def server(backend_for: Any, tiny_model: Any, tmp_path_factory: pytest.TempPathF
 @pytest.fixture(scope="module")
 def client(server: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0)
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def test_the_model_answers_to_its_names_and_the_openai_ones(client: openai.OpenAI, tiny_model: Any) -> None:
