@@ -1,0 +1,166 @@
+"""A denoising loop owned by the worker, so jobs can join and leave a running batch between two steps.
+
+It is `StableDiffusionPipeline.__call__` taken apart (diffusers 0.42): each job encodes its prompt with the
+pipeline's own `encode_prompt`, draws its latents with the pipeline's own `prepare_latents` from its own
+generators, and keeps its own scheduler (timesteps, step index, sigmas, the generators an ancestral sampler
+draws from), guidance scale and step count. Every step makes ONE denoiser call over the rows of all live jobs,
+each row at its own job's timestep; a job without classifier-free guidance brings no negative rows. A job
+alone makes exactly the calls the pipeline makes, so its bytes equal the plain diffusers call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from PIL import Image
+
+from worker.engine.protocol import GenerationRequest, Member
+from worker.pipelines.model import LoadedModel
+from worker.pipelines.runner import _report_step, generators
+from worker.pipelines.schedulers import fresh_scheduler
+
+STEPPED_PIPELINES = frozenset({"StableDiffusionPipeline"})  # the pipelines whose loop this module reproduces
+
+
+def covers(model: LoadedModel, request: GenerationRequest) -> bool:
+    """True if this loop reproduces the pipeline call `request` stands for (else it runs the plain call)."""
+    pipe = model.variants[request.task]
+    return (
+        request.task == "txt2img"
+        and type(pipe).__name__ in STEPPED_PIPELINES
+        and request.embeddings is None
+        and not request.prompt_syntax
+        and request.prompt is not None
+        and pipe.unet.config.time_cond_proj_dim is None  # LCM-distilled UNets take a guidance embedding
+    )
+
+
+@dataclass
+class _Running:
+    """One job inside the loop: its scheduler state, latents and text embeddings."""
+
+    member: Member
+    scheduler: Any
+    timesteps: list[Any]
+    latents: torch.Tensor
+    embeds: torch.Tensor  # [negatives; positives] with guidance, else positives
+    guidance: float
+    cfg: bool
+    step_kwargs: dict[str, Any] = field(default_factory=dict)
+    generators: list[torch.Generator] = field(default_factory=list)
+    index: int = 0
+
+    @property
+    def rows(self) -> int:
+        """Denoiser rows this job adds to a call."""
+        return int(self.embeds.shape[0])
+
+
+def _start(model: LoadedModel, member: Member, generator_device: str) -> _Running:
+    """Encode the prompt, set the timesteps and draw the latents, as the pipeline does before its loop."""
+    request, pipe = member.request, model.variants["txt2img"]
+    member.hooks.stage("encoding_prompt")
+    device = pipe._execution_device
+    cfg = request.guidance_scale > 1
+    positive, negative = pipe.encode_prompt(
+        request.prompt,
+        device,
+        request.num_samples,
+        cfg,
+        request.negative_prompt,
+        clip_skip=request.clip_skip or None,
+    )
+    embeds = torch.cat([negative, positive]) if cfg else positive
+    scheduler = fresh_scheduler(model.default_scheduler, request.scheduler)
+    scheduler.set_timesteps(request.steps, device=device)
+    gens = generators(request.seeds, generator_device)
+    pipe.scheduler = scheduler  # prepare_latents scales by the scheduler's init_noise_sigma
+    channels = pipe.unet.config.in_channels
+    latents = pipe.prepare_latents(
+        request.num_samples, channels, request.height, request.width, positive.dtype, device, gens
+    )
+    step_kwargs = pipe.prepare_extra_step_kwargs(gens, 0.0)
+    member.hooks.stage("denoising")
+    return _Running(member, scheduler, list(scheduler.timesteps), latents, embeds, request.guidance_scale, cfg,
+                    step_kwargs, gens)
+
+
+def _step(model: LoadedModel, jobs: list[_Running]) -> None:
+    """One denoiser call over every job's rows at its own timestep, then each job's guidance and scheduler step."""
+    unet = model.variants["txt2img"].unet
+    inputs, times = [], []
+    for job in jobs:
+        t = job.timesteps[job.index]
+        sample = torch.cat([job.latents] * 2) if job.cfg else job.latents
+        inputs.append(job.scheduler.scale_model_input(sample, t))
+        times.append(t.reshape(1).to(torch.float32).expand(job.rows))
+    noise = unet(
+        torch.cat(inputs), torch.cat(times), encoder_hidden_states=torch.cat([job.embeds for job in jobs]),
+        return_dict=False,
+    )[0]
+    start = 0
+    for job in jobs:
+        pred = noise[start : start + job.rows]
+        start += job.rows
+        if job.cfg:
+            uncond, text = pred.chunk(2)
+            pred = uncond + job.guidance * (text - uncond)
+        t = job.timesteps[job.index]
+        job.latents = job.scheduler.step(pred, t, job.latents, **job.step_kwargs, return_dict=False)[0]
+        job.index += 1
+
+
+def _decode(model: LoadedModel, job: _Running) -> list[Image.Image]:
+    """The pipeline's decode, safety check and post-processing of one finished job."""
+    pipe = model.variants["txt2img"]
+    vae = pipe.vae
+    decoded = vae.decode(job.latents / vae.config.scaling_factor, return_dict=False, generator=job.generators)[0]
+    decoded, nsfw = pipe.run_safety_checker(decoded, pipe._execution_device, job.embeds.dtype)
+    denormalize = [True] * decoded.shape[0] if nsfw is None else [not flagged for flagged in nsfw]
+    images: list[Image.Image] = pipe.image_processor.postprocess(
+        decoded, output_type="pil", do_denormalize=denormalize
+    )
+    return images
+
+
+def run(
+    model: LoadedModel, first: Member, admit: Callable[[], list[Member]], generator_device: str
+) -> None:
+    """Denoise `first` and every job `admit` hands over between two steps, until none is left.
+
+    `admit` is asked before every step (it returns only jobs that fit and share `first`'s size and LoRAs). A
+    finished job is decoded and handed to its `done` at once; a job whose hooks raise (cancelled, timed out) or
+    whose set-up fails is handed to its `dropped` and leaves before the next step.
+    """
+    model.adapters.activate(model.base, first.request.loras)
+    live: list[_Running] = []
+
+    def guarded(member: Member, action: Callable[[], None]) -> bool:
+        try:
+            action()
+        except Exception as exc:  # whatever stops one job stops that job only
+            member.dropped(exc)
+            return False
+        return True
+
+    pending = [first]
+    while True:
+        for member in pending:
+            started: list[_Running] = []
+            if guarded(member, member.hooks.check) and guarded(
+                member, lambda m=member: started.append(_start(model, m, generator_device))
+            ):
+                live.extend(started)
+        if not live:
+            return
+        _step(model, live)
+        for job in list(live):
+            if not guarded(job.member, lambda j=job: _report_step(model, j.member.hooks, j.index, j.latents)):
+                live.remove(job)
+            elif job.index == len(job.timesteps):
+                live.remove(job)
+                guarded(job.member, lambda j=job: j.member.done(_decode(model, j)))
+        pending = admit()
