@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import torch
 from PIL import Image
@@ -22,6 +23,7 @@ from worker.pipelines.model import LoadedModel
 from worker.pipelines.runner import _report_step, generators
 from worker.pipelines.schedulers import fresh_scheduler
 
+_T = TypeVar("_T")
 STEPPED_PIPELINES = frozenset({"StableDiffusionPipeline"})  # the pipelines whose loop this module reproduces
 
 
@@ -84,8 +86,9 @@ def _start(model: LoadedModel, member: Member, generator_device: str) -> _Runnin
     )
     step_kwargs = pipe.prepare_extra_step_kwargs(gens, 0.0)
     member.hooks.stage("denoising")
-    return _Running(member, scheduler, list(scheduler.timesteps), latents, embeds, request.guidance_scale, cfg,
-                    step_kwargs, gens)
+    return _Running(
+        member, scheduler, list(scheduler.timesteps), latents, embeds, request.guidance_scale, cfg, step_kwargs, gens
+    )
 
 
 def _step(model: LoadedModel, jobs: list[_Running]) -> None:
@@ -98,7 +101,9 @@ def _step(model: LoadedModel, jobs: list[_Running]) -> None:
         inputs.append(job.scheduler.scale_model_input(sample, t))
         times.append(t.reshape(1).to(torch.float32).expand(job.rows))
     noise = unet(
-        torch.cat(inputs), torch.cat(times), encoder_hidden_states=torch.cat([job.embeds for job in jobs]),
+        torch.cat(inputs),
+        torch.cat(times),
+        encoder_hidden_states=torch.cat([job.embeds for job in jobs]),
         return_dict=False,
     )[0]
     start = 0
@@ -120,47 +125,52 @@ def _decode(model: LoadedModel, job: _Running) -> list[Image.Image]:
     decoded = vae.decode(job.latents / vae.config.scaling_factor, return_dict=False, generator=job.generators)[0]
     decoded, nsfw = pipe.run_safety_checker(decoded, pipe._execution_device, job.embeds.dtype)
     denormalize = [True] * decoded.shape[0] if nsfw is None else [not flagged for flagged in nsfw]
-    images: list[Image.Image] = pipe.image_processor.postprocess(
-        decoded, output_type="pil", do_denormalize=denormalize
-    )
+    images: list[Image.Image] = pipe.image_processor.postprocess(decoded, output_type="pil", do_denormalize=denormalize)
     return images
 
 
-def run(
-    model: LoadedModel, first: Member, admit: Callable[[], list[Member]], generator_device: str
-) -> None:
+def run(model: LoadedModel, first: Member, admit: Callable[[], list[Member]], generator_device: str) -> None:
     """Denoise `first` and every job `admit` hands over between two steps, until none is left.
 
-    `admit` is asked before every step (it returns only jobs that fit and share `first`'s size and LoRAs). A
+    `admit` is asked before every denoiser call (it returns only jobs that fit and share `first`'s size and LoRAs). A
     finished job is decoded and handed to its `done` at once; a job whose hooks raise (cancelled, timed out) or
     whose set-up fails is handed to its `dropped` and leaves before the next step.
     """
     model.adapters.activate(model.base, first.request.loras)
     live: list[_Running] = []
-
-    def guarded(member: Member, action: Callable[[], None]) -> bool:
-        try:
-            action()
-        except Exception as exc:  # whatever stops one job stops that job only
-            member.dropped(exc)
-            return False
-        return True
-
     pending = [first]
     while True:
+        pending += admit()
         for member in pending:
-            started: list[_Running] = []
-            if guarded(member, member.hooks.check) and guarded(
-                member, lambda m=member: started.append(_start(model, m, generator_device))
-            ):
-                live.extend(started)
+            if (job := _guarded(member, partial(_joined, model, member, generator_device))) is not None:
+                live.append(job)
+        pending = []
         if not live:
             return
         _step(model, live)
         for job in list(live):
-            if not guarded(job.member, lambda j=job: _report_step(model, j.member.hooks, j.index, j.latents)):
-                live.remove(job)
-            elif job.index == len(job.timesteps):
-                live.remove(job)
-                guarded(job.member, lambda j=job: j.member.done(_decode(model, j)))
-        pending = admit()
+            if _guarded(job.member, partial(_stepped, model, job)) is not True:
+                live.remove(job)  # finished, stopped or failed
+
+
+def _joined(model: LoadedModel, member: Member, generator_device: str) -> _Running:
+    member.hooks.check()  # cancelled or timed out while it waited
+    return _start(model, member, generator_device)
+
+
+def _stepped(model: LoadedModel, job: _Running) -> bool:
+    """Report the step; decode and hand over a finished job. False = the job leaves the batch."""
+    _report_step(model, job.member.hooks, job.index, job.latents)
+    if job.index < len(job.timesteps):
+        return True
+    job.member.done(_decode(model, job))
+    return False
+
+
+def _guarded(member: Member, action: Callable[[], _T]) -> _T | None:
+    """`action()`, or None after handing what it raised to the member's `dropped` (it stops that job only)."""
+    try:
+        return action()
+    except Exception as exc:
+        member.dropped(exc)
+        return None
