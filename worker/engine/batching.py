@@ -69,14 +69,17 @@ class Batcher:
         self._max_images = max_images
         self._window = window
         self._last = 0  # jobs in the last batch
+        self._crowd = 0  # jobs expected when the last `take` began
 
     def next(self) -> list[Job] | None:
         """Block until a job is waiting; return it with the compatible jobs that fit (None once closed)."""
-        first = self._queue.take()
+        first = self.take()
         return None if first is None else self.around(first)
 
     def take(self) -> Job | None:
         """Block until a job is waiting and return it alone (None once closed)."""
+        # the crowd is counted before blocking: a lone client's next job must not look like company
+        self._crowd = self._last + len(self._queue)
         return self._queue.take()
 
     def join(self, key: BatchKey, images: int, accept: Callable[[Job], bool]) -> list[Job]:
@@ -95,7 +98,7 @@ class Batcher:
 
     def around(self, first: Job) -> list[Job]:
         """`first` (just taken) with the compatible jobs that fit, waiting for them only while a crowd is due."""
-        crowd = self._last + len(self._queue) + 1  # counted as if `first` were still waiting
+        crowd = self._crowd
         batch = [first]
         key = batch_key(first.request)
         room = self._max_images - first.request.num_samples
