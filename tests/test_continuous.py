@@ -258,3 +258,17 @@ def test_batch_occupancy_is_a_histogram(demo: CpuBackend) -> None:
         text = engine.metrics.render().decode()
     assert 'sd_worker_batch_images_bucket{le="2.0"} 3.0' in text
     assert 'sd_worker_batch_images_bucket{le="1.0"} 0.0' in text
+
+
+def test_the_batching_option_reaches_the_settings(monkeypatch: Any) -> None:
+    from typer.testing import CliRunner
+
+    from worker import cli as cli_module
+
+    served: list[Settings] = []
+    monkeypatch.setattr(cli_module, "_serve", lambda settings: served.append(settings) or 0)
+    result = CliRunner().invoke(cli_module.app, ["--batching", "continuous"])
+    assert result.exit_code == 0, result.output
+    assert served[0].batching == "continuous"
+    refused = CliRunner().invoke(cli_module.app, ["--batching", "always"])
+    assert refused.exit_code == 2 and "batching" in refused.output, refused.output
