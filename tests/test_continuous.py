@@ -222,6 +222,20 @@ def test_a_job_that_times_out_inside_a_batch_fails_alone(demo: CpuBackend) -> No
         assert_close(quick, alone)
 
 
+def test_a_waiting_job_that_cannot_join_is_not_passed_over(demo: CpuBackend) -> None:
+    with engine_on(demo) as engine, gate_at(demo, 1) as ([release], rows):
+        running = submit(engine, steps=3, seed=1)
+        wait_for_rows(rows, 1)
+        other_size = submit(engine, steps=3, seed=2, width=32, height=32)
+        compatible = submit(engine, steps=3, seed=3)  # could join, but waits behind `other_size`
+        release.set()
+        for job in (running, other_size, compatible):
+            finish(job)
+    assert rows == [2] * 9  # three jobs one after another, none joined
+    assert running.started_at and other_size.started_at and compatible.started_at
+    assert running.started_at < other_size.started_at < compatible.started_at
+
+
 def test_batching_off_runs_one_job_per_call(demo: CpuBackend) -> None:
     settings = Settings(batching="off")
     engine = build_engine(settings, demo)

@@ -83,15 +83,16 @@ class Batcher:
         return self._queue.take()
 
     def join(self, key: BatchKey, images: int, accept: Callable[[Job], bool]) -> list[Job]:
-        """The waiting jobs (in line order) with step key `key` that `accept` takes and that fit beside `images`
-        images already running; never waits."""
+        """The jobs at the head of the line with step key `key` that `accept` takes and that fit beside `images`
+        images already running; never waits. Only the head is taken, never a job behind it: a job that cannot
+        join stops admission, so the batch drains and that job runs next instead of waiting for ever."""
         room = self._max_images - images
         joined: list[Job] = []
 
         def fits(job: Job) -> bool:
             return job.request.num_samples <= room and step_key(job.request) == key and accept(job)
 
-        while room > 0 and (job := self._queue.take_where(fits, 0.0)) is not None:
+        while room > 0 and (job := self._queue.take_head(fits)) is not None:
             joined.append(job)
             room -= job.request.num_samples
         return joined
