@@ -338,7 +338,8 @@ def measure(plan: Plan, args: argparse.Namespace, device: str, table: Table) -> 
                           f"{p50:.2f} / {p99:.2f} s (n={len(values)})", "")  # fmt: skip
         # (d) encoding at big sizes
         with httpx.Client(base_url=on_url, timeout=3600) as client:
-            for size in plan.encode_sizes:
+            sizes = [int(size) for size in args.encode_sizes.split(",")] if args.encode_sizes else plan.encode_sizes
+            for size in sizes:
                 steps = plan.encode_steps or plan.steps
                 guidance = family.guidance if plan.encode_guidance is None else plan.encode_guidance
                 big = {"prompt": PROMPTS[0], "seed": 1, "steps": steps, "width": size, "height": size,
@@ -365,6 +366,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=2, help="on/off phase pairs per client count")
     parser.add_argument("--runs", type=int, default=8, help="lone-client runs for (a)")
     parser.add_argument("--encode-runs", type=int, default=2, help="requests per size for (d)")
+    parser.add_argument("--encode-sizes", help="sizes for (d), e.g. 64,128 (default: each model's own)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
     parser.add_argument("--max-batch", type=int, help="the batching-on worker's --max-batch (default: its default)")
     parser.add_argument("--batch-window-ms", type=float, help="the batching-on worker's --batch-window-ms")

@@ -11,6 +11,7 @@ import pytest
 
 from tests.support import app_client, worker_settings
 from worker.backends.cpu import CpuBackend
+from worker.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -50,6 +51,14 @@ def backend_for(tiny_model: Callable[[str], Path]) -> Callable[[str], CpuBackend
         return loaded[arch]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def demo_model_backend() -> CpuBackend:
+    """A loaded CPU backend on the bundled demo model, with the default settings (one per session)."""
+    backend = CpuBackend(Settings())
+    backend.load()
+    return backend
 
 
 @pytest.fixture

@@ -94,8 +94,12 @@ def _answers(url: str) -> bool:
 
 @contextmanager
 def live_server(settings: Settings, backend: CpuBackend) -> Iterator[str]:
-    """The worker app on a shared loaded backend under a real uvicorn; yields its URL once /ready says yes."""
-    with serve_app(create_app(settings, backend=backend), ready_path="/ready") as url:
+    """The worker app on a shared loaded backend under a real uvicorn; yields its URL once /ready says yes.
+
+    It listens on `settings.port` when that was given (so the worker advertises its real URL).
+    """
+    port = settings.port if "port" in settings.model_fields_set else None
+    with serve_app(create_app(settings, backend=backend), port=port, ready_path="/ready") as url:
         yield url
 
 

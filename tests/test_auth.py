@@ -1,4 +1,4 @@
-"""`--api-key`: Bearer auth on every route but /health, for the native and the OpenAI API alike."""
+"""`--api-key`: Bearer auth on every route but the probes (/health, /ready), for the native and OpenAI APIs alike."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ from worker.api.app import create_app
 BODY = {"prompt": "a cat", "steps": 2, "width": 64, "height": 64}
 
 
-async def test_every_route_but_health_needs_the_key(client_for: Any) -> None:
+async def test_every_route_but_the_probes_needs_the_key(client_for: Any) -> None:
     async with client_for("sd15", api_key="s3cret") as client:
+        # Kubernetes-style probes send no headers: both answer without the key
         assert (await client.get("/health")).status_code == 200
-        for method, path in (("GET", "/ready"), ("POST", "/execute"), ("GET", "/v1/jobs"), ("GET", "/v1/models")):
+        assert (await client.get("/ready")).json() == {"ready": True}
+        for method, path in (("GET", "/metrics"), ("POST", "/execute"), ("GET", "/v1/jobs"), ("GET", "/v1/models")):
             response = await client.request(method, path, json=BODY)
             assert response.status_code == 401, path
             assert response.headers["www-authenticate"] == "Bearer"

@@ -175,14 +175,51 @@ async def test_cuda_backend_generates_in_fp16(tiny_model: Any, tmp_path: Path) -
     assert health["memory"]["allocated"] > 0
 
 
-async def test_compile_warms_up_before_ready_and_serves(tiny_model: Any, backend_for: Any) -> None:
+async def test_compile_warms_up_at_the_default_size_before_ready(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Fast form: torch.compile is replaced by a recorder of the shapes the compiled denoiser sees (tracing alone
+    # costs a minute on 2 cores), on the demo model (64² default); `pytest -m slow` runs the real compiler below.
+    shapes: list[tuple[int, ...]] = []
+
+    def compile_recording(module: torch.nn.Module, **_: Any) -> None:
+        call = module._call_impl
+
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            shapes.append(tuple((args[0] if args else kwargs["sample"]).shape))
+            return call(*args, **kwargs)
+
+        module._compiled_call_impl = recorded
+
+    monkeypatch.setattr(torch.nn.Module, "compile", compile_recording)
+    settings = Settings(compile=True)  # the bundled demo model
+    backend = CpuBackend(settings)
+    backend.load()  # /ready says yes only after this
+    warmed = set(shapes)
+    latent = 64 // backend.model.base.vae_scale_factor
+    assert warmed == {(2, 4, latent, latent)}, "the warm-up ran through the compiled denoiser at the family's 64²"
+    async with app_client(settings, backend) as client:
+        response = await client.post("/execute", json={"steps": 2, "prompt": "a red circle", "seed": 1}, headers=JSON)
+    assert response.status_code == 200 and (response.json()["width"], response.json()["height"]) == (64, 64)
+    assert len(shapes) > len(warmed) and set(shapes) == warmed, "a default-size request needs no new graph"
+
+
+@pytest.mark.slow
+async def test_compile_serves_the_same_image_with_real_kernels(tiny_model: Any, backend_for: Any) -> None:
+    from torch._dynamo.utils import counters
+
+    counters.clear()
     settings = worker_settings("sd15", tiny_model("sd15"), compile=True)
     backend = CpuBackend(settings)
     backend.load()  # compiles during the warm-up, before /ready could say yes
-    assert backend.model.denoiser._compiled_call_impl is not None
-    async with app_client(settings, backend) as client:
-        compiled = (await client.post("/execute", json=SMALL, headers=JSON)).json()
+    graphs = counters["stats"]["unique_graphs"]
+    assert backend.model.denoiser._compiled_call_impl is not None and graphs > 0
+    body = {"steps": 2, "prompt": "a cat", "seed": 1}  # the family's default size: the one warmed up
+    try:
+        async with app_client(settings, backend) as client:
+            compiled = (await client.post("/execute", json=body, headers=JSON)).json()
+        assert counters["stats"]["unique_graphs"] == graphs, "the first request compiled again"
+    finally:
+        torch._dynamo.reset()
     async with app_client(worker_settings("sd15", tiny_model("sd15")), backend_for("sd15")) as client:
-        eager = (await client.post("/execute", json=SMALL, headers=JSON)).json()
+        eager = (await client.post("/execute", json=body, headers=JSON)).json()
     difference = np.abs(pixels(decode(compiled["image"])).astype(int) - pixels(decode(eager["image"])).astype(int))
     assert difference.mean() < 2.0  # fused kernels may round differently, never draw differently

@@ -191,7 +191,7 @@ async def test_a_job_cancelled_inside_a_batch_ends_alone(client_for: Any, backen
             tasks = await queue_behind_a_blocker(client, unet, bodies, stream=True)
             victim = await job_with_seed(client, 2)
             await wait_for_step(client, victim, 2)
-            assert (await client.delete(f"/v1/jobs/{victim}")).status_code == 200
+            assert (await client.delete(f"/v1/jobs/{victim}")).status_code == 202
             responses = await asyncio.gather(*tasks)
             decodes = decoder.count
         alone = [await solo(client, body) for body in (bodies[0], bodies[2])]

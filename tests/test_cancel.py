@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -55,11 +56,43 @@ async def test_delete_cancels_a_running_job(client_for: Any, backend_for: Any) -
             while not (jobs := [j for j in await _jobs(client) if j["status"] == "running"]):
                 await asyncio.sleep(0.02)
             deleted = await client.delete(f"/v1/jobs/{jobs[0]['job_id']}")
-            assert deleted.status_code == 200
+            assert deleted.status_code == 202
             response = await task
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "cancelled"
     assert unet.count < 40 and decoder.count == 0
+
+
+async def test_delete_of_a_running_job_says_cancelling_until_it_has_stopped(client_for: Any, backend_for: Any) -> None:
+    denoiser = backend_for("sd15").model.denoiser
+    inside, release = threading.Event(), threading.Event()
+
+    def hold(*_: Any) -> None:  # the job stays inside one step until the test lets it go
+        inside.set()
+        release.wait(30)
+
+    handle = denoiser.register_forward_hook(hold)
+    try:
+        async with client_for("sd15") as client:
+            task = asyncio.create_task(
+                client.post("/execute", json={**SMALL, "prompt": "a", "steps": 10}, headers=JSON)
+            )
+            assert await asyncio.to_thread(inside.wait, 30)
+            job_id = (await _jobs(client))[0]["job_id"]
+            deleted = await client.delete(f"/v1/jobs/{job_id}")
+            assert (deleted.status_code, deleted.json()["status"]) == (202, "cancelling")
+            assert (await client.get(f"/v1/jobs/{job_id}")).json()["status"] == "cancelling"
+            handle.remove()
+            release.set()
+            assert (await task).json()["error"]["code"] == "cancelled"
+            await wait_status(client, job_id, "cancelled")
+            again = await client.delete(f"/v1/jobs/{job_id}")
+            assert (again.status_code, again.json()["status"]) == (200, "cancelled")
+            after = await client.post("/execute", json={**SMALL, "prompt": "b", "steps": 2}, headers=JSON)
+            assert after.status_code == 200
+    finally:
+        handle.remove()
+        release.set()
 
 
 async def test_a_queued_job_whose_client_left_never_runs(backend_for: Any, tiny_model: Any) -> None:

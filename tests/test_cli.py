@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,19 +17,57 @@ import httpx
 from PIL import Image
 
 from tests.support import cli, free_port
+from worker import __version__
 
 
-def test_help_does_not_import_torch() -> None:
+def test_help_version_and_a_mistyped_family_answer_without_importing_torch() -> None:
     code = (
         "import sys\nfrom typer.testing import CliRunner\nfrom worker.cli import app\n"
-        "result = CliRunner().invoke(app, ['--help'])\n"
-        "assert result.exit_code == 0, result.output\n"
-        "assert '--sd-version' in result.output and 'generate' in result.output\n"
+        "runner = CliRunner()\n"
+        "for args in (['--help'], ['generate', '--help'], ['--version'], ['--sd-version', 'sdxl'],"
+        " ['generate', 'a cat', '--sd-version', 'sd15']):\n"
+        "    result = runner.invoke(app, args)\n"
+        "    print(repr((result.exit_code, result.output)))\n"
         "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    *answers, imported = result.stdout.strip().splitlines()
+    (help_code, help_text), (generate_code, generate_help), version, sdxl, sd15 = map(eval, answers)
+    assert imported == "[]"
+    assert help_code == 0 and "--sd-version" in help_text and "generate" in help_text
+    assert "With no command, `sd-worker` serves the model over HTTP" in " ".join(help_text.split())
+    assert "serve" in help_text.split("Commands:")[1]
+    assert "<bool>" not in help_text and "<bool>" not in generate_help and generate_code == 0
+    assert version == (0, f"sd-worker {__version__}\n")
+    assert sdxl[0] == 2 and "unknown sd-version 'sdxl' (did you mean 'xl'?); valid: demo, v1-5" in sdxl[1]
+    assert sd15[0] == 2 and "(did you mean 'v1-5'?)" in sd15[1]
+
+
+def test_a_busy_port_is_refused_before_the_model_loads_with_a_port_hint() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = (
+            "import sys\nfrom typer.testing import CliRunner\nfrom worker.cli import app\n"
+            f"result = CliRunner().invoke(app, ['serve', '--port', '{port}'])\n"
+            "print(repr((result.exit_code, result.output, 'torch' in sys.modules)))\n"
+        )
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    exit_code, output, torch_imported = eval(result.stdout)
+    assert exit_code == 2 and not torch_imported
+    assert f"port {port} on 127.0.0.1 is already in use" in output
+    assert f"--port {port + 1}" in output
+
+
+def test_options_before_a_command_are_refused_rather_than_dropped() -> None:
+    from typer.testing import CliRunner
+
+    from worker.cli import app
+
+    result = CliRunner().invoke(app, ["--port", "9000", "serve"])
+    assert result.exit_code == 2 and "put --port after the command: sd-worker serve" in result.output
 
 
 def test_settings_come_from_env() -> None:
@@ -85,12 +125,13 @@ def test_generate_rejects_bad_values_clearly(tiny_model: Any, tmp_path: Path) ->
     assert "width must be a multiple of 8" in result.stderr
 
 
-def test_serve_a_real_process_then_stop_it(tiny_model: Any) -> None:
+def test_serve_a_real_process_then_stop_it_leaving_no_temp_files(tiny_model: Any, tmp_path: Path) -> None:
     port = free_port()
     command = [
         sys.executable,
         "-c",
         "from worker.cli import main; main()",
+        "serve",
         "--sd-version",
         "v1-5",
         "--model-path",
@@ -98,7 +139,10 @@ def test_serve_a_real_process_then_stop_it(tiny_model: Any) -> None:
         "--port",
         str(port),
     ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    env = {**os.environ, "TMPDIR": str(temp)}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -118,10 +162,16 @@ def test_serve_a_real_process_then_stop_it(tiny_model: Any) -> None:
             lines = [line for line in response.iter_lines() if line.startswith("data: ")]
         complete = json.loads(lines[-1][6:])
         assert complete["width"] == 64
+        # a `url` response writes the image into the worker's private temp folder
+        openai = {"prompt": "a cat", "size": "64x64", "response_format": "url", "num_inference_steps": 2}
+        image_url = httpx.post(f"{url}/v1/images/generations", json=openai, timeout=60).json()["data"][0]["url"]
+        assert httpx.get(image_url).status_code == 200
+        assert [p.name for p in temp.glob("sd-worker-*/*.png")], "the image lives in the temp folder meanwhile"
     finally:
         process.send_signal(signal.SIGTERM)
         code = process.wait(30)
     assert code == 0
+    assert list(temp.iterdir()) == [], "the worker removed its temp folder on the way out"
 
 
 def test_batching_and_png_options_reach_the_settings(monkeypatch: Any) -> None:
@@ -133,11 +183,35 @@ def test_batching_and_png_options_reach_the_settings(monkeypatch: Any) -> None:
     served: list[Settings] = []
     monkeypatch.setattr(cli_module, "_serve", lambda settings: served.append(settings) or 0)
     args = ["--max-batch", "3", "--batch-window-ms", "0", "--png-compression", "9"]
-    result = CliRunner().invoke(cli_module.app, args)
-    assert result.exit_code == 0, result.output
-    assert (served[0].max_batch, served[0].batch_window_ms, served[0].png_compression) == (3, 0.0, 9)
+    for command in ([], ["serve"]):  # bare `sd-worker` and `sd-worker serve` are the same
+        result = CliRunner().invoke(cli_module.app, [*command, *args])
+        assert result.exit_code == 0, result.output
+    assert [(s.max_batch, s.batch_window_ms, s.png_compression) for s in served] == [(3, 0.0, 9)] * 2
     refused = CliRunner().invoke(cli_module.app, ["--png-compression", "10"])
     assert refused.exit_code == 2 and "--png-compression" in refused.output
+
+
+def test_readme_generate_prints_a_parsable_seed_line_without_a_terminal(tmp_path: Path) -> None:
+    # the README's command as a user's shell runs it under CI: long path, no TTY, COLUMNS=80 (rich would wrap)
+    out = tmp_path / ("a-folder-with-a-long-name-" * 5) / "out.png"
+    out.parent.mkdir()
+    sd_worker = Path(sys.executable).parent / "sd-worker"
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    env = {**os.environ, "COLUMNS": "80", "HF_HUB_OFFLINE": "1", "TMPDIR": str(temp)}
+    command = [str(sd_worker), "generate", "a red circle on a blue background", "-o", str(out)]
+    result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    wrote = [m for line in result.stderr.splitlines() if (m := re.fullmatch(r"wrote (.+) \(seed (\d+)\)", line))]
+    assert [m.group(1) for m in wrote] == [str(out)], result.stderr
+    image = Image.open(out)
+    assert image.size == (64, 64)
+    assert f"Seed: {wrote[0].group(2)}," in image.info["parameters"]
+    progress = [line for line in result.stderr.splitlines() if "━" in line]
+    assert progress and progress[-1].startswith("done") and "20/20" in progress[-1]
+    for noise in ("[transformers]", "torchvision", "Loading weights", "Warning"):
+        assert noise not in result.stderr, result.stderr
+    assert list(temp.iterdir()) == [], "nothing left in the temp dir"
 
 
 def test_async_webhook_and_model_name_options_reach_the_settings(monkeypatch: Any, tmp_path: Path) -> None:

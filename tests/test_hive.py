@@ -1,4 +1,5 @@
-"""The hive protocol with real worker processes and a real (mini) hive on loopback ports."""
+"""The hive protocol with real workers (in-process servers, and a real process for SIGTERM) and a real (mini) hive
+on loopback ports."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Any
 import httpx
 from mini_hive import create_hive
 
-from tests.support import free_port, serve_app, wait_for, worker_process
+from tests.support import free_port, live_server, serve_app, wait_for, worker_process, worker_settings
+from worker.config import Settings
 
 JSON = {"Accept": "application/json"}
 
@@ -30,10 +32,16 @@ def worker_args(tiny: Any, hive_url: str, *extra: str) -> tuple[str, ...]:
     )
 
 
-def test_registration_retries_through_failures_then_heartbeats(tiny_model: Any) -> None:
+def hive_worker(tiny: Any, hive_url: str) -> Settings:
+    """Settings of a worker registering with the hive at `hive_url` (on a port of its own), heartbeat every 0.5 s."""
+    callback = f"{hive_url}/v1/register"
+    return worker_settings("sd15", tiny("sd15"), callback_url=callback, heartbeat_interval=0.5, port=free_port())
+
+
+def test_registration_retries_through_failures_then_heartbeats(tiny_model: Any, backend_for: Any) -> None:
     hive_app = create_hive(fail_registrations=3)
     hive = hive_app.state.hive
-    with serve_app(hive_app) as hive_url, worker_process(*worker_args(tiny_model, hive_url)) as (_, url):
+    with serve_app(hive_app) as hive_url, live_server(hive_worker(tiny_model, hive_url), backend_for("sd15")) as url:
         # the worker serves while the hive keeps failing
         body = {"prompt": "a cat", "steps": 2, "width": 64, "height": 64}
         assert httpx.post(f"{url}/execute", json=body, headers=JSON, timeout=60).status_code == 200
@@ -59,11 +67,11 @@ def test_registration_retries_through_failures_then_heartbeats(tiny_model: Any) 
     )
 
 
-def test_a_restarted_hive_gets_a_re_registration_within_one_heartbeat(tiny_model: Any) -> None:
+def test_a_restarted_hive_gets_a_re_registration_within_one_heartbeat(tiny_model: Any, backend_for: Any) -> None:
     port = free_port()
     hive_url = f"http://127.0.0.1:{port}"
     first, second = create_hive(), create_hive()
-    with worker_process(*worker_args(tiny_model, hive_url)):
+    with live_server(hive_worker(tiny_model, hive_url), backend_for("sd15")):
         with serve_app(first, port=port):  # the hive comes up after the worker: registration is retried
             wait_for(lambda: len(first.state.hive.registrations) == 1, what="registration")
         with serve_app(second, port=port):  # restarted with empty memory: the next heartbeat gets a 404
@@ -117,12 +125,15 @@ def test_sigterm_drains_the_running_job_refuses_new_ones_and_says_stopping(tiny_
     assert code == 0
 
 
-def test_jobs_through_the_hive_spread_over_two_workers(tiny_model: Any) -> None:
+def test_jobs_through_the_hive_spread_over_two_workers(tiny_model: Any, backend_for: Any) -> None:
     hive_app = create_hive()
     hive = hive_app.state.hive
     with serve_app(hive_app) as hive_url:
-        args = worker_args(tiny_model, hive_url)
-        with worker_process(*args), worker_process(*args):
+        backend = backend_for("sd15")  # two workers, one shared model: the device lock takes turns
+        with (
+            live_server(hive_worker(tiny_model, hive_url), backend),
+            live_server(hive_worker(tiny_model, hive_url), backend),
+        ):
             wait_for(lambda: len(hive.workers) == 2, what="two registrations")
             body = {"prompt": "a cat", "steps": 6, "width": 128, "height": 128}
             results: list[httpx.Response] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -42,11 +43,49 @@ async def test_single_safetensors_file_gives_the_same_images_as_the_folder(
     assert np.array_equal(from_file, from_folder)
 
 
-def test_pickle_checkpoints_are_refused(tmp_path: Path) -> None:
+def test_pickle_checkpoints_are_refused_naming_the_flag_that_allows_them(tmp_path: Path) -> None:
     checkpoint = tmp_path / "model.ckpt"
     checkpoint.write_bytes(b"not loaded")
-    with pytest.raises(ModelLoadError, match=r"only \.safetensors"):
+    with pytest.raises(ModelLoadError, match=r"only \.safetensors .* pass --allow-pickle to load it anyway"):
         CpuBackend(Settings(sd_version="v1-5", model_path=checkpoint)).load()
+
+
+async def test_a_ckpt_loads_with_allow_pickle_and_gives_the_folder_images(
+    tiny_model: Any, backend_for: Any, tmp_path: Path
+) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    folder = tiny_model("sd15")
+    single = make_tiny_models.export_single_file(folder, tmp_path / "sd15.safetensors")
+    checkpoint = tmp_path / "v1-5-pruned-emaonly.ckpt"
+    torch.save({"state_dict": load_file(single)}, checkpoint)  # the layout of the original SD1.5 .ckpt
+    settings = worker_settings("sd15", checkpoint, model_config_path=folder, allow_pickle=True)
+    backend = CpuBackend(settings)
+    backend.load()
+    from_ckpt = await generate(settings, backend)
+    from_folder = await generate(worker_settings("sd15", folder), backend_for("sd15"))
+    assert np.array_equal(from_ckpt, from_folder)
+
+
+class _RunsCode:
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (os.mkdir, (os.environ["SD_WORKER_TEST_MARKER"],))
+
+
+def test_allow_pickle_still_refuses_a_pickle_that_runs_code(
+    tiny_model: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    marker = tmp_path / "code-ran"
+    monkeypatch.setenv("SD_WORKER_TEST_MARKER", str(marker))
+    checkpoint = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {"x": _RunsCode()}}, checkpoint)
+    settings = worker_settings("sd15", checkpoint, model_config_path=tiny_model("sd15"), allow_pickle=True)
+    with pytest.raises(ModelLoadError, match="could not load"):
+        CpuBackend(settings).load()
+    assert not marker.exists(), "weights_only=True: nothing but tensors is unpickled"
 
 
 def test_a_folder_of_another_family_is_refused(tiny_model: Any) -> None:

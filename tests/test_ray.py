@@ -167,6 +167,14 @@ async def test_killing_a_replica_loses_only_its_own_requests_and_serve_replaces_
         admitted: asyncio.Queue[str] = asyncio.Queue()
         tasks = [asyncio.create_task(generate(seed, admitted)) for seed in range(8)]
         holders = [await admitted.get() for _ in tasks]  # every request admitted (headers sent) before the kill
+        # a burst can all land on one replica (the router's queue lengths are cached): add requests one at a time
+        # until the other replica holds some too, so the kill has survivors to check
+        for seed in range(8, 24):
+            if len(set(holders)) == 2:
+                break
+            tasks.append(asyncio.create_task(generate(seed, admitted)))
+            holders.append(await admitted.get())
+        assert len(set(holders)) == 2, holders
         victim = holders[0]
         ray.kill(ray.get_actor(f"SERVE_REPLICA::fleet#{DEPLOYMENT}#{victim.rsplit('-', 1)[1]}", namespace="serve"))
         outcomes = await asyncio.gather(*tasks)

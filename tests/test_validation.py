@@ -35,6 +35,9 @@ CASES: list[tuple[str, str, dict[str, Any], int, str | None]] = [
     ("num_samples 9", "/execute", {**OK, "num_samples": 9}, 422, "num_samples"),
     ("seed 2^32", "/execute", {**OK, "seed": 2**32}, 422, "seed"),
     ("too many pixels", "/execute", {**OK, "width": 4096, "height": 4096}, 422, "width"),
+    # the tiny UNet downsamples once: an 8-px side leaves 1×1 latents its GroupNorm cannot take (a 500 before)
+    ("width below what the UNet can run", "/execute", {**OK, "width": 8, "guidance_scale": 1.0}, 422, "width"),
+    ("A1111 size below it", "/sdapi/v1/txt2img", {**OK, "height": 8, "cfg_scale": 1.0}, 422, "height"),
     ("unknown field", "/execute", {**OK, "sampler_name": "Euler"}, 422, "sampler_name"),
     ("bad output format", "/execute", {**OK, "output_format": "bmp"}, 422, "output_format"),
     ("string for steps", "/execute", {**OK, "steps": "many"}, 422, "steps"),

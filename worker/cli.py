@@ -16,7 +16,13 @@ import typer
 
 from worker.config import Settings
 
-app = typer.Typer(add_completion=False, help="Stable Diffusion image-generation worker.")
+# plain (click) help: flags read as flags, and nothing is boxed or wrapped for a terminal it may not have
+app = typer.Typer(
+    add_completion=False,
+    rich_markup_mode=None,
+    help="Stable Diffusion image-generation worker. With no command, `sd-worker` serves the model over HTTP "
+    "(the same as `sd-worker serve`); `sd-worker generate` makes one image in-process.",
+)
 Command = TypeVar("Command", bound=Callable[..., None])
 
 
@@ -30,7 +36,10 @@ MODEL_OPTIONS: dict[str, Any] = {
     "sd_version": _option(
         str, "Model family: demo, v1-5, v2-1, xl, turbo, 3-medium, 3.5-large, 3.5-large-turbo, z-image-turbo."
     ),
-    "model_path": _option(Path, "Diffusers folder or single .safetensors file."),
+    "model_path": _option(Path, "Diffusers folder or single .safetensors file (.ckpt with --allow-pickle)."),
+    "allow_pickle": _option(
+        bool, "Load a single .ckpt file (torch.load with weights_only=True: tensors only).", "--allow-pickle"
+    ),
     "model_config": _option(
         Path, "Diffusers folder with the configs/tokenizers for a single-file --model-path.", "--model-config"
     ),
@@ -64,7 +73,7 @@ SERVE_OPTIONS: dict[str, Any] = {
     "png_compression": _option(int, "PNG zlib level 0-9 (default 1: fast; 9: smallest, slowest)."),
     "job_timeout": _option(float, "Seconds a job may run before it is stopped (600)."),
     "cors_origin": _option(list[str], "Allow this browser origin (repeatable); CORS is off without it."),
-    "api_key": _option(str, "Require Authorization: Bearer KEY (all routes but /health); or SD_WORKER_API_KEY."),
+    "api_key": _option(str, "Require Authorization: Bearer KEY on all routes but /health and /ready."),
     "output_dir": _option(Path, "Also write every image into this folder."),
     "lora_dir": _option(Path, "Folder of .safetensors LoRAs requests may apply."),
     "preview_decoder": _option(str, "linear (default, cheap) | vae: how previews are made."),
@@ -132,20 +141,56 @@ def _settings(**given: Any) -> Settings:
     from pydantic import ValidationError
 
     try:
-        return Settings(**{key: value for key, value in given.items() if value is not None})
+        settings = Settings(**{key: value for key, value in given.items() if value is not None})
     except ValidationError as exc:
         first = exc.errors()[0]
         if not first["loc"]:  # a check across several options
             raise typer.BadParameter(str(first["msg"]).removeprefix("Value error, ")) from None
         name = "--" + str(first["loc"][0]).replace("_", "-")
         raise typer.BadParameter(f"{name}: {first['msg']}") from None
+    _check_family(settings.sd_version)
+    return settings
+
+
+def _check_family(name: str) -> None:
+    """A mistyped --sd-version is answered at once, before torch is imported (seconds), with the closest name."""
+    from worker.errors import WorkerError
+    from worker.pipelines.families import get_family
+
+    try:
+        get_family(name)
+    except WorkerError as exc:
+        print(f"sd-worker: {exc.message}", file=sys.stderr)
+        raise typer.Exit(2) from None
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from worker import __version__
+
+        print(f"sd-worker {__version__}")
+        raise typer.Exit()
+
+
+def _given(value: object) -> bool:
+    """True for an option value the user typed (unset options are None, False or an empty list)."""
+    return value is not None and value is not False and value != [] and value != ()
 
 
 @app.callback(invoke_without_command=True)
 @with_options(SERVE_OPTIONS)
-def serve(ctx: typer.Context, **given: Any) -> None:
-    """Serve the model over HTTP (the default command)."""
+def serve(
+    ctx: typer.Context,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    **given: Any,
+) -> None:
+    """Serve the model over HTTP (what a bare `sd-worker` does)."""
     if ctx.invoked_subcommand is not None:
+        typed = [f"--{name.replace('_', '-')}" for name, value in ctx.params.items() if _given(value)]
+        if typed:  # they would be dropped silently: the command's own options are the ones that count
+            raise typer.BadParameter(f"put {', '.join(typed)} after the command: sd-worker {ctx.invoked_subcommand} …")
         return
     settings = _settings(**given)
     from worker.api.request_id import RequestIdFilter
@@ -157,16 +202,27 @@ def serve(ctx: typer.Context, **given: Any) -> None:
     raise typer.Exit(_serve(settings))
 
 
+app.command("serve")(serve)
+
+
 def _serve(settings: Settings) -> int:
+    from worker.errors import ConfigError
+    from worker.listen import listen
+
+    try:  # before the model's libraries load: a busy port is reported in a moment, not after the imports
+        sock = listen(settings.host, settings.port)
+    except ConfigError as exc:
+        print(f"sd-worker: {exc.message}", file=sys.stderr)
+        return 2
     from worker.server import serve as run_server
 
-    return run_server(settings)
+    return run_server(settings, sock)
 
 
 @app.command()
 @with_options(MODEL_OPTIONS)
 def generate(
-    prompt: Annotated[str, typer.Argument(help="What to draw.")],
+    prompt: Annotated[str, typer.Argument(metavar="PROMPT", help="What to draw.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output file (.png, .jpg, .webp).")] = Path("out.png"),
     negative_prompt: Annotated[str | None, typer.Option(help="What not to draw.")] = None,
     steps: Annotated[int | None, typer.Option(help="Denoising steps (family default).")] = None,
@@ -179,6 +235,7 @@ def generate(
     **given: Any,
 ) -> None:
     """Generate one job in-process, with a progress bar, and write the image(s)."""
+    settings = _settings(**given)  # a mistyped option is answered before torch and diffusers are imported
     from worker.engine.protocol import GenerationParams
     from worker.oneshot import run_oneshot
 
@@ -186,7 +243,7 @@ def generate(
         prompt=prompt, negative_prompt=negative_prompt, steps=steps, guidance_scale=guidance_scale, seed=seed,
         width=width, height=height, num_samples=num_samples, scheduler=scheduler,
     )  # fmt: skip
-    raise typer.Exit(run_oneshot(_settings(**given), params, output))
+    raise typer.Exit(run_oneshot(settings, params, output))
 
 
 @app.command("ray")

@@ -73,7 +73,8 @@ class Settings(BaseSettings):
     vae_slicing: bool = False
     offload: Offload = "none"
     compile: bool = False
-    api_key: str | None = Field(None, description="Require Authorization: Bearer <key> on every route but /health.")
+    allow_pickle: bool = Field(False, description="Load a single .ckpt file (torch.load with weights_only=True).")
+    api_key: str | None = Field(None, description="Require Authorization: Bearer <key> (not on /health, /ready).")
     cors_origin: list[str] = Field(default_factory=list, description="Origins allowed by CORS (none: CORS off).")
     max_queue: int = Field(16, ge=0, description="Jobs waiting (not running) before 429.")
     max_batch: int = Field(

@@ -13,8 +13,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from worker.backends.resolver import create_backend
 from worker.config import Settings
 from worker.engine.engine import build_engine
+from worker.engine.events import Completed, Stage, Started
 from worker.engine.events import Progress as StepProgress
-from worker.engine.events import Stage, Started
 from worker.engine.job import Job, JobStatus
 from worker.engine.protocol import GenerationParams
 from worker.errors import WorkerError
@@ -24,10 +24,11 @@ FORMATS: dict[str, Literal["png", "jpeg", "webp"]] = {".png": "png", ".jpg": "jp
 
 def run_oneshot(settings: Settings, params: GenerationParams, output: Path) -> int:
     """Load the model, run one job, write its images next to `output`; returns the exit code."""
-    console = Console(stderr=True)
+    # soft_wrap: rich wraps at 80 columns when stderr is not a terminal, and scripts parse these lines
+    console = Console(stderr=True, soft_wrap=True, highlight=False)
     fmt = FORMATS.get(output.suffix.lower())
     if fmt is None:
-        console.print(f"[red]error:[/] {output}: use a .png, .jpg or .webp file name")
+        _error(console, f"{output}: use a .png, .jpg or .webp file name")
         return 2
     try:
         backend = create_backend(settings)
@@ -36,7 +37,7 @@ def run_oneshot(settings: Settings, params: GenerationParams, output: Path) -> i
         engine = build_engine(settings, backend, oneshot=True)
         request = engine.resolve(dataclasses.replace(params, output_format=fmt))
     except WorkerError as exc:
-        console.print(f"[red]error:[/] {exc.message}")
+        _error(console, exc.message)
         return 2
     engine.start()
     try:
@@ -44,14 +45,20 @@ def run_oneshot(settings: Settings, params: GenerationParams, output: Path) -> i
         asyncio.run(_follow(job, console))
     finally:
         engine.stop()
+        engine.store.close()
     if job.status is not JobStatus.COMPLETED or job.result is None:
-        console.print(f"[red]error:[/] {job.error.message if job.error is not None else 'failed'}")
+        _error(console, job.error.message if job.error is not None else "failed")
         return 1
     for index, (data, seed) in enumerate(zip(job.result.images, job.result.seeds, strict=True)):
         path = output if index == 0 else output.with_stem(f"{output.stem}-{index}")
         path.write_bytes(data)
-        console.print(f"wrote {path} (seed {seed})")
+        console.print(f"wrote {path} (seed {seed})", markup=False)
     return 0
+
+
+def _error(console: Console, message: str) -> None:
+    console.print("[red]error:[/] ", end="")
+    console.print(message, markup=False)  # a path or a prompt may hold [brackets]
 
 
 async def _follow(job: Job, console: Console) -> None:
@@ -63,7 +70,7 @@ async def _follow(job: Job, console: Console) -> None:
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console) as progress:
-        bar = progress.add_task("queued", total=None)
+        bar = progress.add_task("queued", total=job.request.steps)
         async for entry in job.events.follow(keepalive=1.0):
             event = entry.event if entry is not None else None
             if isinstance(event, Stage):
@@ -72,3 +79,5 @@ async def _follow(job: Job, console: Console) -> None:
                 progress.update(bar, total=event.total_steps)
             elif isinstance(event, StepProgress):
                 progress.update(bar, completed=event.step)
+            elif isinstance(event, Completed):
+                progress.update(bar, description="done")

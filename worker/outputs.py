@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 
 from worker.errors import NotFound
@@ -29,6 +31,11 @@ class OutputStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         for stale in self.directory.glob(".*.partial"):  # a crash mid-write leaves only these behind
             stale.unlink(missing_ok=True)
+        # a private temp folder goes when the worker does: at close(), or when the store is collected or the
+        # interpreter exits, whichever comes first (a killed process cannot clean up after itself)
+        self._private = (
+            weakref.finalize(self, shutil.rmtree, self.directory, ignore_errors=True) if chosen is None else None
+        )
         self.persist_all = directory is not None  # --output-dir: keep every image, not only those asked for
         self.remote = remote.rstrip("/") if remote else None
         self._keep = keep
@@ -55,6 +62,11 @@ class OutputStore:
             os.replace(partial, self.directory / file_id)
             self._prune()
         return file_id
+
+    def close(self) -> None:
+        """Remove the private temp folder (and its images); `--output-dir` is the user's and stays."""
+        if self._private is not None:
+            self._private()
 
     def url(self, file_id: str, base_url: str) -> str:
         """Where a client fetches a saved image: the --output-url location, or GET /v1/files/{id} here."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
+import socket
 import sys
 from types import FrameType
 
@@ -14,6 +16,9 @@ from worker.api.lifecycle import drain
 from worker.api.state import WorkerState
 from worker.config import Settings
 from worker.errors import WorkerError
+from worker.listen import listen
+
+log = logging.getLogger(__name__)
 
 
 class DrainingServer(uvicorn.Server):
@@ -38,8 +43,9 @@ class DrainingServer(uvicorn.Server):
             self._drain.add_done_callback(lambda _: setattr(self, "should_exit", True))
 
 
-def serve(settings: Settings) -> int:
-    """Serve until stopped; returns the process exit code (0 after a graceful stop, 1 if loading failed)."""
+def serve(settings: Settings, sock: socket.socket | None = None) -> int:
+    """Serve on `sock` (bound to the settings' host and port) until stopped; returns the process exit code
+    (0 after a graceful stop, 1 if loading failed, 2 for options that cannot work)."""
     fatal: list[str] = []
     server: DrainingServer | None = None
 
@@ -49,6 +55,7 @@ def serve(settings: Settings) -> int:
             server.should_exit = True
 
     try:
+        sock = sock if sock is not None else listen(settings.host, settings.port)
         app = create_app(settings, on_fatal=on_fatal)
     except WorkerError as exc:
         print(f"sd-worker: {exc.message}", file=sys.stderr)
@@ -59,7 +66,9 @@ def serve(settings: Settings) -> int:
     # is a no-op, so a gracefully stopped worker exits 0, as orchestrators expect.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
-    server.run()
+    host, port = sock.getsockname()[:2]
+    log.info("listening on http://%s:%d (docs: /docs)", f"[{host}]" if ":" in host else host, port)
+    server.run(sockets=[sock])
     if fatal:
         print(f"sd-worker: {fatal[0]}", file=sys.stderr)
         return 1

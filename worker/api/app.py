@@ -17,6 +17,7 @@ from worker.api.a1111.router import extras as a1111_extras
 from worker.api.a1111.router import router as a1111_router
 from worker.api.a1111.serving import A1111State
 from worker.api.capabilities import router as capabilities_router
+from worker.api.docs import install_docs
 from worker.api.errors import install_error_handlers
 from worker.api.lifecycle import start_queen_heartbeat, start_registration
 from worker.api.middleware import BearerAuth, BodySizeLimit
@@ -80,10 +81,12 @@ def create_app(
             if state.queen is not None:
                 await state.queen.stop()
             await state.tracker.close()
+            engine.store.close()  # the private temp folder of url-response images, if any
 
-    app = FastAPI(title="sd-worker", version=__version__, lifespan=lifespan)
+    app = FastAPI(title="sd-worker", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.worker = state
     app.state.a1111 = A1111State(Options(backend))
+    install_docs(app)  # Swagger UI from a package: /docs works offline
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(openai_router)

@@ -9,9 +9,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 
+from worker.api.hints import explain
 from worker.api.openai.params import openai_param
 from worker.api.request_id import current as current_request_id
 from worker.errors import QueueFull, WorkerError
@@ -70,21 +71,29 @@ async def _worker_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError | ValidationError)
-    first = exc.errors()[0]
-    location = [str(part) for part in first.get("loc", ()) if part != "body"]
-    field = ".".join(location) or None
-    if first.get("type") == "json_invalid":
-        return error_response(400, "invalid_request", "the body is not valid JSON", None, openai=_openai(request))
-    message = str(first.get("msg", "invalid value"))
-    text = f"{field}: {message}" if field else message
-    return error_response(422, "invalid_request", text, field, openai=_openai(request))
+    known = _body_fields(request)
+    refusal = explain(exc.errors(), request.headers.get("content-type"), known, openai=_openai(request))
+    return error_response(refusal.status, refusal.code, refusal.message, refusal.field, openai=_openai(request))
+
+
+def _body_fields(request: Request) -> tuple[str, ...]:
+    """The field names of the route's JSON body model (for "did you mean"), if it has one."""
+    body_field = getattr(request.scope.get("route"), "body_field", None)
+    model = getattr(getattr(body_field, "field_info", None), "annotation", None)
+    return tuple(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else ()
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     codes = {404: "not_found", 405: "method_not_allowed"}
     code = codes.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail), openai=_openai(request))
+    message = str(exc.detail)
+    allowed = (exc.headers or {}).get("Allow")
+    if exc.status_code == 405 and allowed:
+        message = f"{request.method} is not allowed on {request.url.path}; use {' or '.join(allowed.split(', '))}"
+    response = error_response(exc.status_code, code, message, openai=_openai(request))
+    response.headers.update(exc.headers or {})
+    return response
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -63,7 +63,7 @@ async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
 
 
 class BearerAuth:
-    """With `--api-key`: every route but /health needs `Authorization: Bearer <key>` (compared in constant time).
+    """With `--api-key`: every route but the probes needs `Authorization: Bearer <key>` (compared in constant time).
 
     A job's events route also takes that job's stream token as `?token=` (a browser `EventSource` sends no headers).
 
@@ -71,7 +71,7 @@ class BearerAuth:
     A1111 clients send `--api-auth user:pass`. OPTIONS requests pass: probes and preflights carry no key.
     """
 
-    OPEN_PATHS = ("/health", "/v1/health")  # probes send no key (rbee's hive probes /v1/health)
+    OPEN_PATHS = ("/health", "/ready", "/v1/health")  # probes send no key (rbee's hive probes /v1/health)
     # the playground page and its files hold no data: the page asks for the key and sends it on API calls
     PAGE_PREFIX = "/playground/"
     BASIC_PATHS = ("/sdapi/", "/internal/")

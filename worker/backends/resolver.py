@@ -6,6 +6,7 @@ import importlib
 import logging
 
 from worker.backends.dtypes import DeviceKind
+from worker.backends.quiet import quiet_third_party
 from worker.config import Settings
 from worker.engine.protocol import ImageGenerationBackend
 
@@ -36,6 +37,7 @@ def resolve_device(requested: str) -> DeviceKind:
 
 def create_backend(settings: Settings) -> ImageGenerationBackend:
     """Build (not load) the backend for the settings' device."""
+    quiet_third_party()  # before the device module imports diffusers (and with it transformers)
     module_name, class_name = BACKENDS[resolve_device(settings.device)].split(":")
     backend: ImageGenerationBackend = getattr(importlib.import_module(module_name), class_name)(settings)
     return backend

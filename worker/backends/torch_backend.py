@@ -83,6 +83,15 @@ class TorchBackend:
         return type(self.model.default_scheduler).__name__
 
     @property
+    def min_side(self) -> int:
+        """Pixels per latent pixel × how far the UNet downsamples (a transformer: its size multiple)."""
+        multiple = self.family.size_multiple
+        base = self._model.base if self._model is not None else None
+        denoiser = getattr(base, "unet", None) or getattr(base, "transformer", None)
+        blocks = getattr(getattr(denoiser, "config", None), "block_out_channels", None)
+        return multiple * 2 ** (len(blocks) - 1) if blocks else multiple
+
+    @property
     def embedding_spec(self) -> EmbeddingSpec:
         """The prompt-embedding tensors the loaded denoiser accepts (names and shapes)."""
         return self.model.embeddings
@@ -99,6 +108,7 @@ class TorchBackend:
             self.settings.model_config_path,
             TORCH_DTYPES[self._dtype],
             self.settings.components,
+            allow_pickle=self.settings.allow_pickle,
         )
         self.place(base)
         if self.components == "text-encoder":

@@ -64,6 +64,13 @@ class Job:
             self.cancel_reason = reason
             self._cancel.set()
 
+    @property
+    def shown_status(self) -> str:
+        """The status clients see: `cancelling` from a cancel request until the job has actually stopped."""
+        if self.cancel_requested and not self.status.final:
+            return "cancelling"
+        return self.status.value
+
     def publish(self, event: JobEvent) -> None:
         """Send an event to every subscriber of this job."""
         self.events.publish(event)

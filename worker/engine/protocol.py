@@ -155,6 +155,10 @@ class ImageGenerationBackend(Protocol):
         """Class name of the model's own scheduler (for output metadata)."""
 
     @property
+    def min_side(self) -> int:
+        """Smallest width or height (pixels) the loaded denoiser can run: its latent must survive every downsampling."""
+
+    @property
     def device(self) -> str:
         """The torch device string, e.g. "cpu" or "cuda:0"."""
 

@@ -50,7 +50,7 @@ def resolve(params: GenerationParams, backend: ImageGenerationBackend, limits: L
     image, mask = _decode_inputs(params, limits)
     if image is not None and mask is not None:
         imaging.check_mask_size(image, mask)
-    width, height = _size(params, family, image, limits)
+    width, height = _size(params, family, image, limits, backend.min_side)
     strength = _strength(params)
     if steps - family.start_index(steps, strength) < 1:
         raise InvalidRequest(
@@ -212,7 +212,9 @@ def _decode_inputs(params: GenerationParams, limits: Limits) -> tuple[Image.Imag
     return image, mask
 
 
-def _size(params: GenerationParams, family: Family, image: Image.Image | None, limits: Limits) -> tuple[int, int]:
+def _size(
+    params: GenerationParams, family: Family, image: Image.Image | None, limits: Limits, min_side: int
+) -> tuple[int, int]:
     """Requested size; else the init image's (rounded down to the family's multiple); else the default."""
     multiple = family.size_multiple
     if image is not None:
@@ -227,6 +229,10 @@ def _size(params: GenerationParams, family: Family, image: Image.Image | None, l
             raise InvalidRequest(
                 f"{field} must be a multiple of {multiple} for the {family.name!r} family (got {value})", field=field
             )
+        if value < min_side:
+            raise InvalidRequest(f"{field} must be at least {min_side} for this model (got {value})", field=field)
+    if max(width, height) > family.max_size:
+        raise InvalidRequest(f"{width}x{height} is too big: {family.size_note()}", field="width")
     if width * height > limits.max_pixels:
         raise InvalidRequest(
             f"{width}x{height} is {width * height} pixels; the limit is {limits.max_pixels}", field="width"

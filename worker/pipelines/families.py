@@ -6,6 +6,7 @@ family is one row here. Importing this module is cheap: no torch, no diffusers.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,6 +61,10 @@ class Family:
         """Height and width must be multiples of this."""
         return self.architecture.size_multiple
 
+    def size_note(self) -> str:
+        """Its native and maximum size, as errors and docs state them."""
+        return f"the {self.name} model draws at {self.width}×{self.height} (max {self.max_size}×{self.max_size})"
+
     @property
     def schedulers(self) -> tuple[str, ...]:
         """Scheduler names a request may ask for on this family."""
@@ -75,16 +80,16 @@ FAMILIES: dict[str, Family] = {
     for family in (
         Family(
             name="demo", architectures=(SD,), source=str(DEMO_MODEL_DIR), width=64, height=64, steps=20, guidance=4.0,
-            description="tiny SD1.5-architecture model trained on coloured shapes, bundled",
             max_size=128,
+            description="tiny SD1.5-architecture model trained on coloured shapes, bundled",
         ),
         Family(
             name="v1-5", architectures=(SD,), source="stable-diffusion-v1-5/stable-diffusion-v1-5",
-            width=512, height=512, steps=30, guidance=7.5,
+            width=512, height=512, steps=30, guidance=7.5, max_size=1024,
         ),
         Family(
             name="v2-1", architectures=(SD,), source="stabilityai/stable-diffusion-2-1",
-            width=768, height=768, steps=30, guidance=7.5, description="v-prediction",
+            width=768, height=768, steps=30, guidance=7.5, max_size=1536, description="v-prediction",
         ),
         Family(
             name="xl", architectures=(SDXL,), source="stabilityai/stable-diffusion-xl-base-1.0",
@@ -92,7 +97,7 @@ FAMILIES: dict[str, Family] = {
         ),
         Family(
             name="turbo", architectures=(SDXL, SD), source="stabilityai/sdxl-turbo",
-            width=512, height=512, steps=4, guidance=0.0, fixed_guidance=0.0,
+            width=512, height=512, steps=4, guidance=0.0, max_size=1024, fixed_guidance=0.0,
         ),
         Family(
             name="3-medium", architectures=(SD3,), source="stabilityai/stable-diffusion-3-medium-diffusers",
@@ -114,10 +119,34 @@ FAMILIES: dict[str, Family] = {
 }  # fmt: skip
 
 
+# what people type for a family, from other tools' names (A1111, ComfyUI, the hub)
+ALIASES = {
+    "sdxl": "xl", "sd-xl": "xl", "sdxl-base": "xl",
+    "sd15": "v1-5", "sd1.5": "v1-5", "sd-1.5": "v1-5", "1.5": "v1-5", "v15": "v1-5",
+    "sd21": "v2-1", "sd2.1": "v2-1", "2.1": "v2-1",
+    "sdxl-turbo": "turbo", "sd-turbo": "turbo",
+    "sd3": "3-medium", "sd3-medium": "3-medium", "sd3.5": "3.5-large", "sd35": "3.5-large", "3.5": "3.5-large",
+    "z-image": "z-image-turbo", "zimage": "z-image-turbo",
+}  # fmt: skip
+
+
+def closest_family(name: str) -> str | None:
+    """The family someone most likely meant by `name` (another tool's name for it, or a typo), if any."""
+    lowered = name.strip().lower()
+    if lowered in FAMILIES:
+        return lowered
+    if lowered in ALIASES:
+        return ALIASES[lowered]
+    close = difflib.get_close_matches(lowered, [*FAMILIES, *ALIASES], n=1, cutoff=0.6)
+    return ALIASES.get(close[0], close[0]) if close else None
+
+
 def get_family(name: str) -> Family:
-    """The family for `--sd-version NAME`, or a clear error listing the valid names."""
+    """The family for `--sd-version NAME`, or a clear error with the closest name and the valid ones."""
     try:
         return FAMILIES[name]
     except KeyError:
         valid = ", ".join(FAMILIES)
-        raise InvalidRequest(f"unknown sd-version {name!r}; valid: {valid}", field="sd_version") from None
+        meant = closest_family(name)
+        hint = f" (did you mean {meant!r}?)" if meant else ""
+        raise InvalidRequest(f"unknown sd-version {name!r}{hint}; valid: {valid}", field="sd_version") from None

@@ -18,6 +18,8 @@ from worker.pipelines.architectures import architecture_of
 from worker.pipelines.families import Family
 from worker.pipelines.prompts import is_text_component
 
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth")
+
 log = logging.getLogger(__name__)
 
 
@@ -32,16 +34,18 @@ def load_pipeline(
     config_path: Path | None,
     torch_dtype: Any,
     components: Components = "all",
+    *,
+    allow_pickle: bool = False,
 ) -> Any:
     """Load the base pipeline for `family` (from `model_path` when given), on the CPU, in `torch_dtype`.
 
     `components` leaves out what a split worker does not run: `text-encoder` loads only tokenizers and text
-    encoders, `denoiser` everything but those.
+    encoders, `denoiser` everything but those. `allow_pickle` admits a single `.ckpt` file (`--allow-pickle`).
     """
     ref = str(model_path) if model_path is not None else family.source
     try:
         if model_path is not None and model_path.is_file():
-            base = _load_single_file(family, model_path, config_path, torch_dtype)
+            base = _load_single_file(family, model_path, config_path, torch_dtype, allow_pickle)
             _drop(base, components)
             config_source: str | Path = config_path or family.source
         elif model_path is not None or Path(family.source).is_absolute():
@@ -104,9 +108,18 @@ def _keep_denoiser_config(pipe: Any, source: str | Path) -> None:
         fixup(pipe, source, hub_offline() or Path(source).exists())
 
 
-def _load_single_file(family: Family, path: Path, config_path: Path | None, torch_dtype: Any) -> Any:
-    if path.suffix != ".safetensors":
-        raise ModelLoadError(f"{path}: only .safetensors single files are loaded (no pickle checkpoints)")
+def _load_single_file(
+    family: Family, path: Path, config_path: Path | None, torch_dtype: Any, allow_pickle: bool
+) -> Any:
+    if path.suffix in PICKLE_SUFFIXES and not allow_pickle:
+        raise ModelLoadError(
+            f"{path}: a {path.suffix} file is a Python pickle, which can run code when it is loaded, so only "
+            ".safetensors single files load by default; pass --allow-pickle to load it anyway (with "
+            "torch.load(weights_only=True): tensors only, no code), or convert it to .safetensors"
+        )
+    if path.suffix != ".safetensors" and path.suffix not in PICKLE_SUFFIXES:
+        raise ModelLoadError(f"{path}: a single-file model is a .safetensors (or, with --allow-pickle, .ckpt) file")
+    # diffusers reads .ckpt files with torch.load(weights_only=True): a pickle that holds more than tensors fails
     config = str(config_path) if config_path is not None else family.source
     cls = getattr(diffusers, family.pipeline_classes[0])
     local = config_path is not None or hub_offline()

@@ -132,11 +132,12 @@ async def job_events(job_id: str, request: Request, state: State) -> Response:
 
 
 @router.delete("/v1/jobs/{job_id}")
-async def cancel_job(job_id: str, state: State) -> dict[str, Any]:
-    """Cancel a queued or running job (a no-op on a finished one)."""
+async def cancel_job(job_id: str, state: State) -> JSONResponse:
+    """Cancel a job: a queued one at once (200), a running one at its next step (202 `cancelling`)."""
     job = state.engine.get(job_id)
     state.engine.cancel(job, "cancelled by DELETE /v1/jobs")
-    return serializer.job_view(job)
+    view = serializer.job_view(job)
+    return JSONResponse(view, status_code=202 if view["status"] == "cancelling" else 200)
 
 
 async def _generate(task: Task, body: GenerationBody, request: Request, state: WorkerState) -> Response:

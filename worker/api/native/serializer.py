@@ -59,7 +59,7 @@ def job_view(job: Job, with_result: bool = True) -> dict[str, Any]:
     total = job.total_steps
     view: dict[str, Any] = {
         "job_id": job.id,
-        "status": job.status.value,
+        "status": job.shown_status,
         "created_at": job.created_at,
         "started_at": job.started_at,
         "finished_at": job.finished_at,
