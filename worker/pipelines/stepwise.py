@@ -1,12 +1,12 @@
 """A denoising loop owned by the worker, so jobs can join and leave a running batch between two steps.
 
-It is `StableDiffusionPipeline.__call__` (and `StableDiffusionXLPipeline.__call__`) taken apart (diffusers 0.42):
-each job encodes its prompt with the
-pipeline's own `encode_prompt`, draws its latents with the pipeline's own `prepare_latents` from its own
-generators, and keeps its own scheduler (timesteps, step index, sigmas, the generators an ancestral sampler
-draws from), guidance scale and step count. Every step makes ONE denoiser call over the rows of all live jobs,
-each row at its own job's timestep; a job without classifier-free guidance brings no negative rows. A job
-alone makes exactly the calls the pipeline makes, so its bytes equal the plain diffusers call.
+It is `StableDiffusionPipeline.__call__` and `StableDiffusionXLPipeline.__call__` taken apart (diffusers 0.42):
+each job encodes its prompt with the pipeline's own `encode_prompt`, draws its latents with the pipeline's own
+`prepare_latents` from its own generators, and keeps its own scheduler (timesteps, step index, sigmas, the
+generators an ancestral sampler draws from), guidance scale and step count. Every step makes ONE denoiser call
+over the rows of all live jobs, each row at its own job's timestep; a job without classifier-free guidance
+brings no negative rows. A job alone makes exactly the calls the pipeline makes, so its bytes equal the plain
+diffusers call.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from PIL import Image
 
 from worker.engine.protocol import GenerationRequest, Member
 from worker.pipelines.model import LoadedModel
-from worker.pipelines.runner import _report_step, generators
+from worker.pipelines.runner import generators, report_step
 from worker.pipelines.schedulers import fresh_scheduler
 
 _T = TypeVar("_T")
@@ -240,7 +240,7 @@ def _joined(model: LoadedModel, member: Member, generator_device: str) -> _Runni
 
 def _stepped(model: LoadedModel, job: _Running) -> bool:
     """Report the step; decode and hand over a finished job. False = the job leaves the batch."""
-    _report_step(model, job.member.hooks, job.index, job.latents)
+    report_step(model, job.member.hooks, job.index, job.latents)
     if job.index < len(job.timesteps):
         return True
     job.member.done(_decode(model, job))
