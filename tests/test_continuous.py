@@ -173,7 +173,7 @@ def test_a_job_admitted_at_step_7_of_20_makes_its_solo_image(demo: CpuBackend) -
         with gate_at(demo, 7) as ([release], rows):
             a = submit(engine, steps=20, seed=1)
             wait_for_rows(rows, 7)  # A is inside its 7th denoiser call
-            b = submit(engine, steps=10, seed=2, prompt="a blue ball", scheduler="euler_a")
+            b = submit(engine, steps=10, seed=2, prompt="a blue ball", scheduler="euler_a", preview_every=5)
             release.set()
             finish(a), finish(b)
         assert rows[:7] == [2] * 7 and rows[7:17] == [4] * 10 and rows[17:] == [2] * 3  # B joined for 10 steps
@@ -181,6 +181,8 @@ def test_a_job_admitted_at_step_7_of_20_makes_its_solo_image(demo: CpuBackend) -
         assert_close(b, alone_b)
         started = [e.event for e in b.events.snapshot() if type(e.event).__name__ == "Progress"]
         assert [p.step for p in started] == list(range(1, 11))  # its own step count
+        previews = [e.event.step for e in b.events.snapshot() if type(e.event).__name__ == "Preview"]
+        assert previews[:1] == [5] and set(previews) <= {5, 10}  # the second is skipped if the first still encodes
 
 
 @pytest.mark.parametrize("arch", ["demo", "sdxl"])
