@@ -15,6 +15,11 @@ import pytest
 SCRIPTS = [
     ("bench_gpu", ["--smoke", "--runs", "1", "--modes", "eager"], ["sd15        64²×4 eager", "sdxl "]),
     ("bench_overhead", ["--steps", "2", "--size", "64", "--runs", "1"], ["HTTP + SSE end to end", "ratio"]),
+    (
+        "bench_open_loop",
+        ["--jobs", "3", "--loads", "1.0", "--calibration-jobs", "2", "--steps", "2,3", "--guidance", "0,4"],
+        ["solo capacity", "continuous/window"],
+    ),
     ("soak", ["--jobs", "6", "--cancels", "2", "--failures", "1", "--concurrency", "2"], ["outcomes:", "RSS after"]),
     (
         "bench",

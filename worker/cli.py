@@ -66,6 +66,7 @@ SERVE_OPTIONS: dict[str, Any] = {
     "worker_id": _option(str, "Worker id (default hostname-port)."),
     "max_queue": _option(int, "Jobs allowed to wait before 429 (default 16)."),
     "max_batch": _option(int, "Images one pipeline call may batch across compatible jobs (8; 1 = off)."),
+    "batching": _option(str, "off | window | continuous: how compatible jobs share the device (window)."),
     "batch_window_ms": _option(
         float, "Milliseconds a batch may wait for compatible jobs while clients are batching (20)."
     ),
@@ -105,8 +106,8 @@ RAY_OPTIONS: dict[str, Any] = {
     **{name: kind for name, kind in MODEL_OPTIONS.items() if name != "cuda_device"},
     "worker_id": _option(str, "Worker id prefix (each replica appends its Serve replica id)."),
     **{name: SERVE_OPTIONS[name] for name in (
-        "max_queue", "max_batch", "batch_window_ms", "png_compression", "job_timeout", "cors_origin", "api_key",
-        "lora_dir", "preview_decoder", "output_url",
+        "max_queue", "max_batch", "batching", "batch_window_ms", "png_compression", "job_timeout", "cors_origin",
+        "api_key", "lora_dir", "preview_decoder", "output_url",
     )},
     "drain_timeout": _option(float, "Seconds a removed replica's running job may take (30)."),
 }  # fmt: skip

@@ -21,6 +21,7 @@ DType = Literal["auto", "fp32", "fp16", "bf16"]
 FlashAttention = Literal["off", "auto", "require"]  # CLI: absent, --use-flash-attn, --use-flash-attn=require
 Offload = Literal["none", "model", "sequential"]
 Components = Literal["all", "text-encoder", "denoiser"]
+Batching = Literal["off", "window", "continuous"]
 # Long enough for the clients of a batch to send their next jobs (results go out one by one, a few ms apart);
 # spent only while a crowd is expected (see engine.batching), so a lone client never waits.
 BATCH_WINDOW_MS = 20.0
@@ -78,6 +79,11 @@ class Settings(BaseSettings):
     max_queue: int = Field(16, ge=0, description="Jobs waiting (not running) before 429.")
     max_batch: int = Field(
         8, ge=1, description="Images (not jobs) one pipeline call may batch across compatible jobs; 1 = off."
+    )
+    batching: Batching = Field(
+        "window",
+        description="off (one job per call) | window (jobs arriving together share a call) | continuous (jobs join"
+        " and leave a running batch between denoising steps; other families and tasks run as with window)",
     )
     batch_window_ms: float = Field(
         BATCH_WINDOW_MS, ge=0, description="How long a batch may wait for the compatible jobs a crowd will send."

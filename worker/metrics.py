@@ -7,11 +7,12 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
 JOB_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 
 class Metrics:
-    """Queue depth, jobs by outcome, step and job durations, images made, out-of-memory errors."""
+    """Queue depth, jobs by outcome, step and job durations, batch occupancy, images made, out-of-memory errors."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -22,6 +23,12 @@ class Metrics:
         )
         self.job_seconds = Histogram(
             "sd_worker_job_seconds", "Time from start to result", buckets=JOB_BUCKETS, registry=self.registry
+        )
+        self.batch_images = Histogram(
+            "sd_worker_batch_images",
+            "Images in one denoiser call (batch occupancy; rows are twice that with classifier-free guidance)",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
         )
         self.images = Counter("sd_worker_images", "Images generated", registry=self.registry)
         self.oom = Counter("sd_worker_out_of_memory", "Jobs that ran out of device memory", registry=self.registry)

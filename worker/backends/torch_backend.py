@@ -11,7 +11,7 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar, cast
 
 import torch
@@ -22,9 +22,9 @@ from worker.backends import attention
 from worker.backends.dtypes import DeviceKind, resolve_dtype
 from worker.backends.memory import log_residency, residency, retry_decode_with_tiling
 from worker.config import Settings
-from worker.engine.protocol import GenerationRequest, OnDrop, StepHooks
+from worker.engine.protocol import GenerationRequest, Member, OnDrop, StepHooks
 from worker.errors import ConfigError, OutOfMemory
-from worker.pipelines import envelope, prompts, runner
+from worker.pipelines import envelope, prompts, runner, stepwise
 from worker.pipelines.families import get_family
 from worker.pipelines.loading import load_pipeline
 from worker.pipelines.lora import LoraLibrary
@@ -158,6 +158,15 @@ class TorchBackend:
         `out_of_memory` and frees what they held."""
         with self._device_call():
             return runner.run(self.model, requests, hooks, "cpu", on_drop)
+
+    def steps_continuously(self, request: GenerationRequest) -> bool:
+        """True if the worker's own denoising loop covers `request` (UNet txt2img of the SD architecture)."""
+        return self._model is not None and stepwise.covers(self._model, request)
+
+    def generate_stepwise(self, first: Member, admit: Callable[[], list[Member]]) -> None:
+        """Run `first` and the jobs that join it between steps through the worker's own loop."""
+        with self._device_call():
+            stepwise.run(self.model, first, admit, "cpu")
 
     def embeddings(self, packed: Mapping[str, Any], guidance: float, max_bytes: int) -> prompts.Tensors:
         """The checked tensors of an embedding envelope for the loaded denoiser."""

@@ -5,12 +5,16 @@ so every image still depends on its own seed alone. `--max-batch` counts images,
 scale with images, and a batch then never exceeds what one request with `num_samples = max-batch` may ask for);
 a job with more images than that runs alone. The job at the head of the line always starts the batch and only
 compatible jobs join it, so nothing waits longer than one batch for its turn.
+
+With `--batching continuous`, jobs the backend steps itself (`steps_continuously`) join a running batch
+between two denoising steps instead (`Batcher.join`, by `step_key`): steps, scheduler and guidance may differ,
+because each job keeps its own scheduler state.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 from worker.engine.job import Job
 from worker.engine.protocol import GenerationRequest
@@ -44,6 +48,12 @@ def batch_key(request: GenerationRequest) -> BatchKey | None:
     )
 
 
+def step_key(request: GenerationRequest) -> BatchKey:
+    """Jobs with equal keys can share a step-level batch: one denoiser call needs one latent size and one set of
+    LoRA weights; everything else (prompt, steps, scheduler, guidance, seeds) is per job."""
+    return (request.task, request.width, request.height, request.loras)
+
+
 class Batcher:
     """Takes the next batch of compatible jobs off the queue, waiting up to `window` seconds for more to join.
 
@@ -59,13 +69,37 @@ class Batcher:
         self._max_images = max_images
         self._window = window
         self._last = 0  # jobs in the last batch
+        self._crowd = 0  # jobs expected when the last `take` began
 
     def next(self) -> list[Job] | None:
         """Block until a job is waiting; return it with the compatible jobs that fit (None once closed)."""
-        crowd = self._last + len(self._queue)
-        first = self._queue.take()
-        if first is None:
-            return None
+        first = self.take()
+        return None if first is None else self.around(first)
+
+    def take(self) -> Job | None:
+        """Block until a job is waiting and return it alone (None once closed)."""
+        # the crowd is counted before blocking: a lone client's next job must not look like company
+        self._crowd = self._last + len(self._queue)
+        return self._queue.take()
+
+    def join(self, key: BatchKey, images: int, accept: Callable[[Job], bool]) -> list[Job]:
+        """The jobs at the head of the line with step key `key` that `accept` takes and that fit beside `images`
+        images already running; never waits. Only the head is taken, never a job behind it: a job that cannot
+        join stops admission, so the batch drains and that job runs next instead of waiting for ever."""
+        room = self._max_images - images
+        joined: list[Job] = []
+
+        def fits(job: Job) -> bool:
+            return job.request.num_samples <= room and step_key(job.request) == key and accept(job)
+
+        while room > 0 and (job := self._queue.take_head(fits)) is not None:
+            joined.append(job)
+            room -= job.request.num_samples
+        return joined
+
+    def around(self, first: Job) -> list[Job]:
+        """`first` (just taken) with the compatible jobs that fit, waiting for them only while a crowd is due."""
+        crowd = self._crowd
         batch = [first]
         key = batch_key(first.request)
         room = self._max_images - first.request.num_samples

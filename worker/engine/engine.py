@@ -10,7 +10,7 @@ from collections import OrderedDict
 
 from PIL import Image
 
-from worker.config import Limits, Settings
+from worker.config import Batching, Limits, Settings
 from worker.engine.batching import Batcher
 from worker.engine.events import Completed
 from worker.engine.executor import DeviceExecutor
@@ -43,6 +43,7 @@ class Engine:
         metrics: Metrics | None = None,
         max_batch: int = 1,
         batch_window: float = 0.0,
+        batching: Batching = "window",
         png_level: int = PNG_COMPRESS_LEVEL,
         id_prefix: str = "",
     ) -> None:
@@ -59,8 +60,10 @@ class Engine:
         self.metrics = metrics or Metrics()
         self.metrics.watch_queue(lambda: len(self._queue))
         encoder = functools.partial(self._encode, store=store, png_level=png_level)
-        batcher = Batcher(self._queue, max_images=max_batch, window=batch_window)
-        self._executor = DeviceExecutor(backend, batcher, encoder, self.metrics)
+        max_images = 1 if batching == "off" else max_batch
+        batcher = Batcher(self._queue, max_images=max_images, window=batch_window)
+        continuous = batching == "continuous"
+        self._executor = DeviceExecutor(backend, batcher, encoder, self.metrics, continuous)
 
     def start(self) -> None:
         """Start the device thread."""
@@ -174,6 +177,7 @@ def build_engine(settings: Settings, backend: ImageGenerationBackend, *, oneshot
         limits=settings.limits,
         max_batch=1 if oneshot else settings.max_batch,
         batch_window=settings.batch_window_ms / 1000,
+        batching=settings.batching,
         png_level=settings.png_compression,
         id_prefix=settings.job_id_prefix,
     )

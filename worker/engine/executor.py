@@ -11,10 +11,10 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from PIL import Image
 
 from worker import imaging
-from worker.engine.batching import Batcher
+from worker.engine.batching import Batcher, step_key
 from worker.engine.events import Completed, Preview, Progress, Stage, Started
 from worker.engine.job import Job
-from worker.engine.protocol import ImageGenerationBackend
+from worker.engine.protocol import ImageGenerationBackend, Member
 from worker.errors import JobCancelled, JobTimeout, ModelError, WorkerError
 from worker.metrics import Metrics
 
@@ -103,7 +103,11 @@ class JobHooks:
 
 
 class DeviceExecutor:
-    """Takes batches of jobs from the queue and runs them on the backend; encoding is handed to a small pool."""
+    """Takes batches of jobs from the queue and runs them on the backend; encoding is handed to a small pool.
+
+    With `continuous`, a job the backend steps itself starts a step-level batch that compatible jobs join
+    between denoising steps (and leave when done, cancelled or timed out); other jobs run as window batches.
+    """
 
     def __init__(
         self,
@@ -111,8 +115,10 @@ class DeviceExecutor:
         batcher: Batcher,
         encoder: Encoder,
         metrics: Metrics,
+        continuous: bool = False,
     ) -> None:
         self._backend = backend
+        self._continuous = continuous
         self._metrics = metrics
         self._batcher = batcher
         self._encoder = encoder
@@ -133,7 +139,15 @@ class DeviceExecutor:
         self._encode_pool.shutdown(wait=True)
 
     def _loop(self) -> None:
-        while (batch := self._batcher.next()) is not None:
+        while (first := self._batcher.take()) is not None:
+            if self._continuous and not first.cancel_requested and self._backend.steps_continuously(first.request):
+                self._serve_stepwise(first)
+            else:
+                self._serve(self._batcher.around(first))
+
+    def _serve(self, batch: list[Job]) -> None:
+        """Run a window batch (or one job) as one pipeline call."""
+        if batch:
             jobs = []
             for job in batch:
                 if job.cancel_requested:
@@ -141,15 +155,62 @@ class DeviceExecutor:
                 else:
                     jobs.append(job)
             if not jobs:
-                continue
+                return
             self.active = jobs
             started = time.monotonic()
             try:
                 self._run(jobs, started)
             finally:
                 self.active = []
-                per_job = (time.monotonic() - started) / len(jobs)
-                self.average_seconds = 0.8 * self.average_seconds + 0.2 * per_job
+                self._account(started, len(jobs))
+
+    def _account(self, started: float, jobs: int) -> None:
+        per_job = (time.monotonic() - started) / max(jobs, 1)
+        self.average_seconds = 0.8 * self.average_seconds + 0.2 * per_job
+
+    def _serve_stepwise(self, first: Job) -> None:
+        """Run `first` through the backend's own loop; before every step, compatible waiting jobs join it."""
+        started = time.monotonic()
+        key = step_key(first.request)
+        served = 0
+
+        def member(job: Job) -> Member:
+            nonlocal served
+            served += 1
+            job_started = time.monotonic()
+            self.active = [*self.active, job]
+            hooks = self._start(job)
+
+            def done(images: list[Image.Image]) -> None:
+                self.active = [j for j in self.active if j is not job]
+                self.consecutive_failures = 0
+                self._encode(job, images, hooks, job_started)
+
+            def dropped(exc: Exception) -> None:
+                self.active = [j for j in self.active if j is not job]
+                self._fail(job, _as_worker_error(exc, job), job_started)
+
+            return Member(job.request, hooks, done, dropped)
+
+        def admit() -> list[Member]:
+            images = sum(job.request.num_samples for job in self.active)
+            members = []
+            for job in self._batcher.join(key, images, lambda j: self._backend.steps_continuously(j.request)):
+                if job.cancel_requested:
+                    self._fail(job, JobCancelled(job.cancel_reason or "cancelled"), time.monotonic())
+                else:
+                    members.append(member(job))
+            if self.active:  # one denoiser call follows
+                self._metrics.batch_images.observe(sum(job.request.num_samples for job in self.active))
+            return members
+
+        try:
+            self._backend.generate_stepwise(member(first), admit)
+        except Exception as exc:  # a device failure fails the jobs still in the batch, never the thread
+            self._failed([job for job in self.active if not job.status.final], exc, started)
+        finally:
+            self.active = []
+            self._account(started, served)
 
     def _start(self, job: Job) -> JobHooks:
         job.mark_running()
@@ -166,6 +227,8 @@ class DeviceExecutor:
 
         try:
             hooks = [self._start(job) for job in jobs]
+            for _ in range(max(job.total_steps for job in jobs)):  # the call's denoiser calls, all of them full
+                self._metrics.batch_images.observe(sum(job.request.num_samples for job in jobs))
             outcomes = self._backend.generate([job.request for job in jobs], list(hooks), drop)
         except Exception as exc:  # a pipeline failure must fail these jobs only, never the thread
             self._failed([job for job in jobs if not job.status.final], exc, started)

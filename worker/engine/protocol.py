@@ -128,6 +128,16 @@ class StepHooks(Protocol):
 OnDrop = Callable[[int, Exception], None]
 
 
+@dataclass(frozen=True)
+class Member:
+    """A job inside a step-level batch: its request, its hooks, and where its images or its failure go."""
+
+    request: GenerationRequest
+    hooks: StepHooks
+    done: Callable[[list[Image.Image]], None]
+    dropped: Callable[[Exception], None]
+
+
 class ImageGenerationBackend(Protocol):
     """A device that has (or will have) one model loaded and turns requests into PIL images."""
 
@@ -168,6 +178,13 @@ class ImageGenerationBackend(Protocol):
         """Run one job, or compatible jobs (equal `engine.batching.batch_key`) as one call; job i reports to
         `hooks[i]`. A job whose hooks raise is dropped (`on_drop(i, exc)`, its slot None) while the others finish.
         """
+
+    def steps_continuously(self, request: GenerationRequest) -> bool:
+        """True if `request` can join and leave a running batch between denoising steps (`generate_stepwise`)."""
+
+    def generate_stepwise(self, first: Member, admit: Callable[[], list[Member]]) -> None:
+        """Denoise `first` and the jobs `admit` returns before each step, one denoiser call per step, until none
+        is left; each job ends through its `done` or `dropped`."""
 
     def embeddings(self, envelope: Mapping[str, Any], guidance: float, max_bytes: int) -> Tensors:
         """The checked tensors of an embedding envelope (InvalidRequest naming what is wrong)."""

@@ -67,6 +67,15 @@ class JobQueue:
                     return None
                 self._cond.wait(remaining)
 
+    def take_head(self, accept: Callable[[Job], bool]) -> Job | None:
+        """The job at the head of the line if `accept`s it, else None; never waits."""
+        with self._cond:
+            if not self._jobs or not accept(self._jobs[0]):
+                return None
+            job = self._jobs.popleft()
+            self._announce_positions()
+            return job
+
     def remove(self, job: Job) -> bool:
         """Take a waiting job out of line; False if it was not waiting."""
         with self._cond:

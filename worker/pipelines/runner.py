@@ -126,7 +126,7 @@ def decode_latents(model: LoadedModel, latents: Any) -> list[Image.Image]:
     return images
 
 
-def _report_step(model: LoadedModel, hooks: StepHooks, step: int, latents: Any) -> None:
+def report_step(model: LoadedModel, hooks: StepHooks, step: int, latents: Any) -> None:
     """Tell a job that `step` finished (raises to stop it), with a preview of its `latents` if it wants one."""
     hooks.step(step)
     if count := int(hooks.wants_preview(step)):
@@ -166,7 +166,7 @@ def run(
                 on_drop(i, exc)
 
     def on_step_end(_pipe: Any, index: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-        each_live(lambda i: _report_step(model, hooks[i], index + 1, tensors["latents"][slots[i]]))
+        each_live(lambda i: report_step(model, hooks[i], index + 1, tensors["latents"][slots[i]]))
         if not live:
             raise _EveryJobStopped
         return tensors
