@@ -131,7 +131,7 @@ async def test_incompatible_jobs_are_not_batched(client_for: Any, backend_for: A
         {**BODY, "prompt": "a", "seed": 1, "negative_prompt": "blurry"},
         {**BODY, "prompt": "a", "seed": 1, "scheduler": "euler"},
     ]
-    async with client_for("sd15") as client:
+    async with client_for("sd15", batching="window") as client:
         with slow_denoiser(backend, 0.01) as (unet, _), denoiser_batches(backend) as shapes:
             tasks = await queue_behind_a_blocker(client, unet, bodies)
             responses = await asyncio.gather(*tasks)
@@ -165,7 +165,7 @@ async def test_a_crowd_waits_up_to_the_window_for_company(client_for: Any, backe
     bodies = [{**BODY, "prompt": "a", "seed": 1}, {**BODY, "prompt": "b", "seed": 2}]
     sizes = {}
     for window in (0, 5000):
-        async with client_for("sd15", batch_window_ms=window) as client:
+        async with client_for("sd15", batching="window", batch_window_ms=window) as client:
             with slow_denoiser(backend, 0.05) as (unet, _), denoiser_batches(backend) as shapes:
                 tasks = await queue_behind_a_blocker(client, unet, bodies)  # a crowd of three: expect a third
                 await asyncio.sleep(0.3)
@@ -186,7 +186,7 @@ async def test_a_lone_client_never_waits_for_the_window(client_for: Any) -> None
 async def test_a_job_cancelled_inside_a_batch_ends_alone(client_for: Any, backend_for: Any) -> None:
     backend = backend_for("sd15")
     bodies = [{**BODY, "prompt": f"cat {seed}", "seed": seed, "steps": 8} for seed in (1, 2, 3)]
-    async with client_for("sd15") as client:
+    async with client_for("sd15", batching="window") as client:
         with slow_denoiser(backend, 0.05) as (unet, decoder), denoiser_batches(backend) as shapes:
             tasks = await queue_behind_a_blocker(client, unet, bodies, stream=True)
             victim = await job_with_seed(client, 2)
@@ -250,7 +250,7 @@ async def test_a_client_that_leaves_a_batch_cancels_only_its_job(backend_for: An
                     break
         return response.headers["x-job-id"]
 
-    with live_server(worker_settings("sd15", tiny_model("sd15")), backend) as url:
+    with live_server(worker_settings("sd15", tiny_model("sd15"), batching="window"), backend) as url:
         async with httpx.AsyncClient(base_url=url, timeout=60) as client:
             with slow_denoiser(backend, 0.05) as (unet, _), denoiser_batches(backend) as shapes:
                 stay = [bodies[0], bodies[2]]

@@ -29,7 +29,8 @@ SMALL = {"width": 64, "height": 64, "scheduler": "ddim"}
 
 
 async def test_waiting_jobs_hear_their_position_move_up(client_for: Any, backend_for: Any) -> None:
-    async with client_for("sd15") as client:
+    # window batching: with continuous batching the second job would join the running one instead of waiting
+    async with client_for("sd15", batching="window") as client:
         with slow_denoiser(backend_for("sd15"), 0.03) as (unet, _):
             first = asyncio.create_task(client.post("/execute", json={**SMALL, "prompt": "a", "steps": 6}))
             while unet.count == 0:

@@ -81,7 +81,7 @@ class Settings(BaseSettings):
         8, ge=1, description="Images (not jobs) one pipeline call may batch across compatible jobs; 1 = off."
     )
     batching: Batching = Field(
-        "window",
+        "continuous",
         description="off (one job per call) | window (jobs arriving together share a call) | continuous (jobs join"
         " and leave a running batch between denoising steps; other families and tasks run as with window)",
     )
