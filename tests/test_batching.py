@@ -146,7 +146,7 @@ async def test_max_batch_counts_images_and_1_turns_batching_off(client_for: Any,
         {**BODY, "prompt": "b", "seed": 2, "num_samples": 2},
         {**BODY, "prompt": "c", "seed": 3},
     ]
-    async with client_for("sd15", max_batch=3) as client:
+    async with client_for("sd15", batching="window", max_batch=3) as client:  # window packing: c passes b
         with slow_denoiser(backend, 0.01) as (unet, _), denoiser_batches(backend) as three:
             await asyncio.gather(*await queue_behind_a_blocker(client, unet, bodies))
     async with client_for("sd15", max_batch=1) as client:

@@ -55,7 +55,9 @@ def demo_backend(tmp_path_factory: pytest.TempPathFactory) -> CpuBackend:
 
 @pytest.fixture(scope="module")
 def worker_url(demo_backend: CpuBackend) -> Iterator[str]:
-    with live_server(Settings(lora_dir=demo_backend.settings.lora_dir), demo_backend) as url:
+    # window batching, so a second job waits in line (continuous batching would take it into the running batch)
+    settings = Settings(lora_dir=demo_backend.settings.lora_dir, batching="window")
+    with live_server(settings, demo_backend) as url:
         yield url
 
 
