@@ -19,7 +19,7 @@ from worker.config import Settings
 from worker.engine.engine import Engine, build_engine
 from worker.engine.job import Job, JobStatus
 from worker.engine.protocol import GenerationParams, GenerationRequest, Member
-from worker.pipelines.runner import _SilentHooks
+from worker.pipelines.runner import SilentHooks
 
 # Batched GEMMs and convolutions add in another order than solo ones: the DESIGN bound, 1/255 per channel.
 MAX_PIXEL_DIFF = 1
@@ -55,12 +55,12 @@ def _raise(exc: Exception) -> None:
 
 def stepwise_images(backend: CpuBackend, req: GenerationRequest) -> list[Image.Image]:
     out: list[list[Image.Image]] = []
-    backend.generate_stepwise(Member(req, _SilentHooks(), out.append, _raise), list)
+    backend.generate_stepwise(Member(req, SilentHooks(), out.append, _raise), list)
     return out[0]
 
 
 def plain_images(backend: CpuBackend, req: GenerationRequest) -> list[Image.Image]:
-    images = backend.generate([req], [_SilentHooks()], lambda _i, exc: _raise(exc))[0]
+    images = backend.generate([req], [SilentHooks()], lambda _i, exc: _raise(exc))[0]
     assert images is not None
     return images
 

@@ -239,7 +239,9 @@ class TorchBackend:
         # with torch.compile, warm up at the family's size so the first request does not recompile
         size = model.family.width if self.settings.compile else None
         with self._call_context():
-            runner.warm_up(model, generator_device="cpu", size=size)
+            request = runner.warm_up(model, generator_device="cpu", size=size)
+            if self.settings.batching == "continuous" and stepwise.covers(model, request):
+                stepwise.warm_up(model, request, generator_device="cpu")  # the loop txt2img jobs run through
 
     def _choose_attention_and_warm_up(self, model: LoadedModel) -> None:
         """The warm-up doubles as the probe: a flash kernel that cannot run here fails it."""

@@ -196,7 +196,7 @@ def _finish(request: GenerationRequest, images: list[Image.Image]) -> list[Image
     return [imaging.composite(request.image, image, request.mask) for image in images]
 
 
-class _SilentHooks:
+class SilentHooks:
     """Hooks for the warm-up job: nothing listens."""
 
     def stage(self, name: str) -> None:
@@ -216,8 +216,9 @@ class _SilentHooks:
         """Ignored."""
 
 
-def warm_up(model: LoadedModel, generator_device: str, size: int | None = None) -> None:
-    """One 1-step job (small unless `size` is given), so the first request does not pay for lazy set-up."""
+def warm_up(model: LoadedModel, generator_device: str, size: int | None = None) -> GenerationRequest:
+    """One 1-step job (small unless `size` is given), so the first request does not pay for lazy set-up; returns
+    the request it ran."""
     size = size or model.family.size_multiple * 8
     guidance = model.family.guidance
     request = GenerationRequest(
@@ -233,7 +234,8 @@ def warm_up(model: LoadedModel, generator_device: str, size: int | None = None) 
         scheduler=None,
         output_format="png",
     )
-    run(model, [request], [_SilentHooks()], generator_device, on_drop=_reraise)
+    run(model, [request], [SilentHooks()], generator_device, on_drop=_reraise)
+    return request
 
 
 def _reraise(index: int, exc: Exception) -> None:

@@ -21,7 +21,7 @@ from PIL import Image
 
 from worker.engine.protocol import GenerationRequest, Member
 from worker.pipelines.model import LoadedModel
-from worker.pipelines.runner import generators, report_step
+from worker.pipelines.runner import SilentHooks, generators, report_step
 from worker.pipelines.schedulers import fresh_scheduler
 
 _T = TypeVar("_T")
@@ -231,6 +231,15 @@ def run(model: LoadedModel, first: Member, admit: Callable[[], list[Member]], ge
         for job in list(live):
             if _guarded(job.member, partial(_stepped, model, job)) is not True:
                 live.remove(job)  # finished, stopped or failed
+
+
+def warm_up(model: LoadedModel, request: GenerationRequest, generator_device: str) -> None:
+    """Run `request` (the warm-up job) through this loop: its denoiser calls are not the pipeline's (per-row
+    timesteps), so torch.compile traces them apart, and serving must not be the first to pay for it."""
+    failures: list[Exception] = []
+    run(model, Member(request, SilentHooks(), lambda _: None, failures.append), list, generator_device)
+    if failures:
+        raise failures[0]
 
 
 def _joined(model: LoadedModel, member: Member, generator_device: str) -> _Running:
