@@ -17,7 +17,9 @@ from worker.engine.events import Completed, Stage, Started
 from worker.engine.events import Progress as StepProgress
 from worker.engine.job import Job, JobStatus
 from worker.engine.protocol import GenerationParams
+from worker.engine.resolve import check_before_load
 from worker.errors import WorkerError
+from worker.pipelines.families import get_family
 
 FORMATS: dict[str, Literal["png", "jpeg", "webp"]] = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
 
@@ -31,6 +33,8 @@ def run_oneshot(settings: Settings, params: GenerationParams, output: Path) -> i
         _error(console, f"{output}: use a .png, .jpg or .webp file name")
         return 2
     try:
+        # a bad size or step count is refused before the model loads (seconds to minutes)
+        check_before_load(params, get_family(settings.sd_version), settings.limits)
         backend = create_backend(settings)
         with console.status(f"loading {backend.family.name} ({backend.model_ref}) …"):
             backend.load()

@@ -30,23 +30,8 @@ def resolve(params: GenerationParams, backend: ImageGenerationBackend, limits: L
     family = backend.family
     if backend.components == "text-encoder":
         raise NotServed("this worker runs --components text-encoder: it serves /encode only")
-    check_text(params.prompt, params.negative_prompt, limits)
-    steps = params.steps if params.steps is not None else family.steps
-    if not 1 <= steps <= limits.max_steps:
-        raise InvalidRequest(f"steps must be between 1 and {limits.max_steps}", field="steps")
-    if params.seed is not None and not -1 <= params.seed < SEED_SPACE:
-        raise InvalidRequest(f"seed must be -1 (random) or between 0 and {SEED_SPACE - 1}", field="seed")
-    guidance = resolve_guidance(family, params.guidance_scale)
+    steps, guidance = _scalars(params, family, limits)
     embeddings = _embeddings(params, backend, guidance, limits)
-    if not 1 <= params.num_samples <= limits.max_samples:
-        raise InvalidRequest(f"num_samples must be between 1 and {limits.max_samples}", field="num_samples")
-    if params.scheduler is not None and params.scheduler not in family.schedulers:
-        known = "" if params.scheduler in SCHEDULERS else "unknown "
-        raise InvalidRequest(
-            f"{known}scheduler {params.scheduler!r} is not valid for the {family.name!r} family; "
-            f"valid: {', '.join(family.schedulers)}",
-            field="scheduler",
-        )
     image, mask = _decode_inputs(params, limits)
     if image is not None and mask is not None:
         imaging.check_mask_size(image, mask)
@@ -88,6 +73,34 @@ def resolve(params: GenerationParams, backend: ImageGenerationBackend, limits: L
         prompt_syntax=params.prompt_syntax,
         clip_skip=_clip_skip(params, family),
     )
+
+
+def check_before_load(params: GenerationParams, family: Family, limits: Limits) -> None:
+    """The checks that need only the family, so `sd-worker generate` refuses a mistake before loading the model."""
+    _scalars(params, family, limits)
+    if params.image is None:
+        _size(params, family, None, limits, min_side=family.size_multiple)
+
+
+def _scalars(params: GenerationParams, family: Family, limits: Limits) -> tuple[int, float]:
+    """Check the text, steps, seed, guidance, sample count and scheduler; return the steps and guidance to use."""
+    check_text(params.prompt, params.negative_prompt, limits)
+    steps = params.steps if params.steps is not None else family.steps
+    if not 1 <= steps <= limits.max_steps:
+        raise InvalidRequest(f"steps must be between 1 and {limits.max_steps}", field="steps")
+    if params.seed is not None and not -1 <= params.seed < SEED_SPACE:
+        raise InvalidRequest(f"seed must be -1 (random) or between 0 and {SEED_SPACE - 1}", field="seed")
+    guidance = resolve_guidance(family, params.guidance_scale)
+    if not 1 <= params.num_samples <= limits.max_samples:
+        raise InvalidRequest(f"num_samples must be between 1 and {limits.max_samples}", field="num_samples")
+    if params.scheduler is not None and params.scheduler not in family.schedulers:
+        known = "" if params.scheduler in SCHEDULERS else "unknown "
+        raise InvalidRequest(
+            f"{known}scheduler {params.scheduler!r} is not valid for the {family.name!r} family; "
+            f"valid: {', '.join(family.schedulers)}",
+            field="scheduler",
+        )
+    return steps, guidance
 
 
 def encode_prompt(
