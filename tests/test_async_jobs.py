@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import live_server, parse_sse, worker_settings
+from tests.support import live_server, parse_sse, slow_denoiser, worker_settings
 
 BODY = {"prompt": "a lighthouse", "steps": 3, "width": 64, "height": 64, "seed": 21, "num_samples": 2}
 ASYNC = {"Prefer": "respond-async"}
@@ -120,3 +121,44 @@ async def test_a_job_interrupted_twice_is_failed_with_the_reason(client_for: Any
         events = await client.get(f"/v1/jobs/{'ab' * 16}/events")
         assert parse_sse(events.text)[-1][0] == "error"
         await asyncio.sleep(0)
+
+
+async def test_jobs_a_killed_worker_left_in_its_journal_run_after_a_restart(
+    client_for: Any, backend_for: Any, tmp_path: Path
+) -> None:
+    # Fast form of test_crash_recovery (a real `sd-worker` SIGKILLed, `-m slow`): the journal is copied as it stands
+    # while one job runs and three wait, the way a kill leaves it, and a new app starts on the copy.
+    bodies = [{**BODY, "num_samples": 1, "seed": 300 + i} for i in range(4)]
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    async with client_for("sd15", state_dir=tmp_path / "live", max_batch=1) as client:  # alone: exact bytes
+        with slow_denoiser(backend_for("sd15"), 0.2):
+            ids = [(await client.post("/execute", json=body, headers=ASYNC)).json()["job_id"] for body in bodies]
+            while (await client.get(f"/v1/jobs/{ids[0]}")).json()["status"] != "running":
+                await asyncio.sleep(0.01)
+            with (
+                sqlite3.connect(tmp_path / "live" / "jobs.sqlite3") as live,
+                sqlite3.connect(crashed / "jobs.sqlite3") as copy,
+            ):
+                live.backup(copy)  # one consistent snapshot, as a SIGKILL leaves the file
+                left = dict(copy.execute("SELECT id, status FROM jobs").fetchall())
+            assert [left[job_id] for job_id in ids] == ["running", "queued", "queued", "queued"]
+            for job_id in ids:
+                await client.delete(f"/v1/jobs/{job_id}")
+    async with client_for("sd15", state_dir=crashed, max_batch=1) as client:
+        jobs = [await poll_async(client, f"/v1/jobs/{job_id}") for job_id in ids]
+        assert [job["status"] for job in jobs] == ["completed"] * 4
+        for body, job in zip(bodies, jobs, strict=True):
+            clean = await client.post("/execute", json=body, headers={"Accept": "application/json"})
+            assert job["result"]["images"] == clean.json()["images"]  # same seeds → the same bytes
+
+
+async def poll_async(client: httpx.AsyncClient, path: str, timeout: float = 60.0) -> dict[str, Any]:
+    """GET a job through an in-process client until it is final."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job: dict[str, Any] = (await client.get(path)).json()
+        if job["status"] in ("completed", "failed", "cancelled"):
+            return job
+        assert time.monotonic() < deadline, job
+        await asyncio.sleep(0.05)

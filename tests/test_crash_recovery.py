@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.support import worker_process
 
@@ -22,6 +23,7 @@ def status(url: str, job_id: str) -> dict[str, Any]:
     return job
 
 
+@pytest.mark.slow  # the fast form, on a copy of a live journal in-process: test_async_jobs
 def test_sigkill_with_one_running_and_three_queued_then_restart(tmp_path: Path) -> None:
     # --max-batch 1: each job runs alone, so its bytes equal a clean run's exactly (batched: within 1/255)
     args = [

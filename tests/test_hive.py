@@ -7,13 +7,28 @@ import json
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import httpx
+import pytest
+import uvicorn
 from mini_hive import create_hive
 
-from tests.support import free_port, live_server, serve_app, wait_for, worker_process, worker_settings
+from tests.support import (
+    free_port,
+    live_server,
+    serve_app,
+    slow_denoiser,
+    wait_for,
+    worker_process,
+    worker_settings,
+)
+from worker.api.app import create_app
 from worker.config import Settings
+from worker.server import DrainingServer
 
 JSON = {"Accept": "application/json"}
 
@@ -82,46 +97,99 @@ def test_a_restarted_hive_gets_a_re_registration_within_one_heartbeat(tiny_model
     assert second.state.hive.heartbeats[0]["worker_id"] == first.state.hive.registrations[0]["worker_id"]
 
 
-def test_sigterm_drains_the_running_job_refuses_new_ones_and_says_stopping(tiny_model: Any) -> None:
+@contextmanager
+def draining_server(settings: Settings, backend: Any) -> Iterator[tuple[DrainingServer, str]]:
+    """The worker's own `DrainingServer` (the one `sd-worker` runs) on a shared loaded backend, in a thread."""
+    app = create_app(settings, backend=backend)
+    config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning")
+    server = DrainingServer(config, app.state.worker)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{settings.port}"
+    try:
+        wait_for(lambda: server.started and httpx.get(f"{url}/ready").status_code == 200, what="ready")
+        yield server, url
+    finally:
+        server.should_exit = True
+        thread.join(60)
+    assert not thread.is_alive(), "the server stopped after draining"
+
+
+def stream_events(
+    url: str, body: dict[str, Any], sink: list[tuple[str, dict[str, Any]]], first: threading.Event
+) -> None:
+    """POST /execute and append each SSE (event, data) to `sink`; set `first` at the first progress event."""
+    with httpx.stream("POST", f"{url}/execute", json=body, timeout=120) as response:
+        name = ""
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                sink.append((name, json.loads(line[6:])))
+                if name == "progress":
+                    first.set()
+
+
+def stop_while_one_job_runs_and_one_waits(
+    url: str, stop: Callable[[], None], long_job: dict[str, Any]
+) -> dict[str, Any]:
+    """Start `long_job`, queue a second, call `stop`; return both jobs' events and the answer to a late request."""
+    running: list[tuple[str, dict[str, Any]]] = []
+    waiting: list[tuple[str, dict[str, Any]]] = []
+    first_progress, unused = threading.Event(), threading.Event()
+    threads = [threading.Thread(target=stream_events, args=(url, long_job, running, first_progress))]
+    threads[0].start()
+    assert first_progress.wait(60)
+    threads.append(threading.Thread(target=stream_events, args=(url, {**long_job, "steps": 2}, waiting, unused)))
+    threads[1].start()
+    wait_for(lambda: any(name == "queued" for name, _ in waiting), what="second job queued")
+    stop()
+    wait_for(lambda: httpx.get(f"{url}/ready").status_code == 503, what="draining")
+    late = httpx.post(f"{url}/execute", json={"prompt": "late"}, headers=JSON)
+    for thread in threads:
+        thread.join(120)
+    return {"running": running, "waiting": waiting, "late": late}
+
+
+def assert_drained(outcome: dict[str, Any], heartbeats: list[dict[str, Any]]) -> None:
+    """The running job finished, the waiting one was cancelled, the late one refused, the hive heard `stopping`."""
+    late, running, waiting = outcome["late"], outcome["running"], outcome["waiting"]
+    assert late.status_code == 503 and late.json()["error"]["code"] == "not_ready"
+    assert running[-1][0] == "complete", "the running job finishes"
+    assert waiting[-1][0] == "error" and waiting[-1][1]["code"] == "cancelled"
+    assert "shutting down" in waiting[-1][1]["message"]
+    assert any(beat["status"] == "stopping" for beat in heartbeats)
+
+
+def test_a_stop_signal_drains_the_running_job_refuses_new_ones_and_says_stopping(
+    tiny_model: Any, backend_for: Any
+) -> None:
+    # Fast form: the worker's own server in this process, its signal handler called as uvicorn's signal handling
+    # calls it; `-m slow` sends a real SIGTERM to a real `sd-worker` process (below).
     hive_app = create_hive()
-    hive = hive_app.state.hive
-    with serve_app(hive_app) as hive_url:
-        args = worker_args(tiny_model, hive_url)
-        with worker_process(*args) as (process, url):
-            wait_for(lambda: len(hive.registrations) == 1, what="registration")
-            events: list[tuple[str, dict[str, Any]]] = []
-            queued_events: list[tuple[str, dict[str, Any]]] = []
-            long_job = {"prompt": "a cat", "steps": 40, "width": 256, "height": 256, "scheduler": "ddim"}
-            first_progress = threading.Event()
+    long_job = {"prompt": "a cat", "steps": 20, "width": 64, "height": 64}  # 20 steps of 0.1 s
+    with (
+        serve_app(hive_app) as hive_url,
+        draining_server(hive_worker(tiny_model, hive_url), backend_for("sd15")) as (server, url),
+        slow_denoiser(backend_for("sd15"), 0.1),
+    ):
+        wait_for(lambda: len(hive_app.state.hive.registrations) == 1, what="registration")
+        outcome = stop_while_one_job_runs_and_one_waits(
+            url, partial(server.handle_exit, signal.SIGTERM, None), long_job
+        )
+        wait_for(lambda: bool(server.should_exit), what="the server stops after the drain")
+    assert_drained(outcome, hive_app.state.hive.heartbeats)
 
-            def stream(body: dict[str, Any], sink: list[tuple[str, dict[str, Any]]], signal_first: bool) -> None:
-                with httpx.stream("POST", f"{url}/execute", json=body, timeout=120) as response:
-                    name = ""
-                    for line in response.iter_lines():
-                        if line.startswith("event: "):
-                            name = line[7:]
-                        elif line.startswith("data: "):
-                            sink.append((name, json.loads(line[6:])))
-                            if name == "progress" and signal_first:
-                                first_progress.set()
 
-            running = threading.Thread(target=stream, args=(long_job, events, True))
-            running.start()
-            assert first_progress.wait(60)
-            waiting = threading.Thread(target=stream, args=({**long_job, "steps": 2}, queued_events, False))
-            waiting.start()
-            wait_for(lambda: any(name == "queued" for name, _ in queued_events), what="second job queued")
-            process.send_signal(signal.SIGTERM)
-            wait_for(lambda: httpx.get(f"{url}/ready").status_code == 503, what="draining")
-            refused = httpx.post(f"{url}/execute", json={"prompt": "late"}, headers=JSON)
-            running.join(120)
-            waiting.join(60)
-            code = process.wait(60)
-    assert refused.status_code == 503 and refused.json()["error"]["code"] == "not_ready"
-    assert events[-1][0] == "complete", "the running job finishes"
-    assert queued_events[-1][0] == "error" and queued_events[-1][1]["code"] == "cancelled"
-    assert "shutting down" in queued_events[-1][1]["message"]
-    assert any(beat["status"] == "stopping" for beat in hive.heartbeats)
+@pytest.mark.slow
+def test_sigterm_drains_a_real_process_which_then_exits_0(tiny_model: Any) -> None:
+    hive_app = create_hive()
+    with serve_app(hive_app) as hive_url, worker_process(*worker_args(tiny_model, hive_url)) as (process, url):
+        wait_for(lambda: len(hive_app.state.hive.registrations) == 1, what="registration")
+        long_job = {"prompt": "a cat", "steps": 40, "width": 256, "height": 256, "scheduler": "ddim"}
+        outcome = stop_while_one_job_runs_and_one_waits(url, lambda: process.send_signal(signal.SIGTERM), long_job)
+        code = process.wait(60)
+    assert_drained(outcome, hive_app.state.hive.heartbeats)
     assert code == 0
 
 

@@ -1,7 +1,9 @@
 """The worker on a real local Ray Serve instance: 2 CPU replicas of the demo model behind Serve's HTTP proxy.
 
 One Ray instance for the module (starting Ray and replicas costs most of the runtime); the fixed two-replica app
-serves the tests in file order (the replica-killing test last), then the autoscaling test redeploys it.
+serves the tests in file order (the replica-killing test last), then the autoscaling test redeploys it. Killing a
+replica and autoscaling wait for Serve to replace or add replicas (tens of seconds on 2 cores): they are `slow`,
+which CI runs in a second pass; the default run keeps every routing, streaming, cancel and drain check.
 """
 
 from __future__ import annotations
@@ -148,6 +150,7 @@ async def test_a_client_leaving_through_the_proxy_cancels_its_job(fleet: str) ->
         assert job["progress"]["step"] < 150
 
 
+@pytest.mark.slow
 async def test_killing_a_replica_loses_only_its_own_requests_and_serve_replaces_it(fleet: str) -> None:
     async with httpx.AsyncClient(base_url=fleet, timeout=120) as client:
         before = {(await client.get("/health")).headers["x-worker-id"] for _ in range(12)}
@@ -196,6 +199,7 @@ async def answered_by_new_replica(client: httpx.AsyncClient, known: set[str]) ->
     return False
 
 
+@pytest.mark.slow
 async def test_autoscaling_adds_a_replica_under_a_burst_and_removes_it_when_idle(fleet: str) -> None:
     deploy(FleetOptions(
         min_replicas=1, max_replicas=2, target_ongoing_requests=1, replica_cpus=0.5,

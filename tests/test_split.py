@@ -97,15 +97,11 @@ def split_workers(
         yield encoder_url, denoiser_url
 
 
-# Real processes for one arch (the CLI's --components); the other archs on in-process servers, which check the
-# same pixels for a fraction of the time (each process pays the torch and diffusers imports); `-m slow` runs
-# every arch as processes.
+# In-process servers by default, which check the same pixels for a fraction of the time; `-m slow` (CI's second
+# pass) runs every arch as two real `sd-worker --components` processes (each pays the torch and diffusers imports).
 SPLIT_CASES = [
-    ("sd15", True),
-    ("sdxl", False),
-    ("sd3", False),
-    ("zimage", False),
-    *(pytest.param(arch, True, marks=pytest.mark.slow) for arch in ("sdxl", "sd3", "zimage")),
+    *((arch, False) for arch in ("sd15", "sdxl", "sd3", "zimage")),
+    *(pytest.param(arch, True, marks=pytest.mark.slow) for arch in ("sd15", "sdxl", "sd3", "zimage")),
 ]
 
 
