@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,22 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import make_tiny_models  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def contained_temp_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The worker processes the suite starts use a temp dir inside pytest's own, which a passing run removes: a
+    process the suite SIGKILLs (crash tests, a hive evicting a silent worker) cannot remove its temp folder."""
+    temp = tmp_path_factory.mktemp("tmp")
+    saved = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(temp)
+    try:
+        yield temp
+    finally:
+        if saved is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved
 
 
 @pytest.fixture(scope="session")

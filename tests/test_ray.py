@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -44,7 +46,11 @@ def proxy_url() -> Iterator[str]:
     """A local Ray instance (2 CPUs, small object store) with Serve's proxy on a free port."""
     saved = {name: os.environ.get(name) for name in FAST_METRICS}
     os.environ.update(FAST_METRICS)  # read by the Serve actors that ray.init's local instance starts
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024**2, log_to_driver=False)
+    # Ray's session files go to a short folder of their own (its Unix socket paths must stay under 108 bytes),
+    # removed afterwards, rather than piling up in /tmp/ray
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024**2, log_to_driver=False,
+             _temp_dir=temp)  # fmt: skip
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
@@ -52,6 +58,7 @@ def proxy_url() -> Iterator[str]:
     finally:
         serve.shutdown()
         ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
