@@ -115,6 +115,19 @@ def parse_args() -> argparse.Namespace:
         "fixed, the decoder, text encoder and UNet continue from its weights",
     )
     parser.add_argument("--shape-focus", type=float, default=0.0, help="share of UNet batches with circles/squares")
+    parser.add_argument(
+        "--latent-noise",
+        type=float,
+        default=0.0,
+        help="VAE phase: add up to this share of the latents' std as noise before decoding (the UNet's latents are "
+        "never exact; a decoder that only saw the encoder's draws their small errors as blots)",
+    )
+    parser.add_argument(
+        "--decoder-only",
+        action="store_true",
+        help="with --init-from: spend the whole budget on the VAE decoder (its encoder, so its latent space, stays "
+        "fixed and the model's UNet stays valid); a decoder from one such run fits any UNet trained on that encoder",
+    )
     args = parser.parse_args()
     gpu = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     args.device = "cuda" if gpu else "cpu"
@@ -130,6 +143,10 @@ def parse_args() -> argparse.Namespace:
             setattr(args, name, on_gpu if gpu else on_cpu)
     if args.final_reserve is None:
         args.final_reserve = 20.0 if gpu else 60.0
+    if args.decoder_only and args.init_from is None:
+        parser.error("--decoder-only needs --init-from (the model whose decoder it trains)")
+    if args.decoder_only:
+        args.vae_share = 1.0
     return args
 
 
@@ -175,6 +192,9 @@ def train_vae(vae: AutoencoderKL, scenes: dt.SceneBatcher, args: argparse.Namesp
         with torch.set_grad_enabled(args.init_from is None):
             posterior = vae.encode(x).latent_dist
         z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen, device=device)
+        if args.latent_noise:  # a decoder that also sees latents a little off draws the UNet's cleanly
+            scale = args.latent_noise * z.std() * torch.rand(z.shape[0], 1, 1, 1, generator=gen, device=device)
+            z = z + scale * torch.randn(z.shape, generator=gen, device=device)
         recon = vae.decode(z).sample
         err = (recon - x) ** 2
         per_pixel = err.sum(dim=1).flatten(1)
@@ -309,6 +329,19 @@ def main() -> None:
     vae_mse = train_vae(vae, scenes, args, vae_seconds)
     vae.requires_grad_(False)
     log(check_vae(vae, device))
+    if args.decoder_only:
+        assert init is not None
+        init.vae = vae
+        meta = {"decoder_only": True, "init_from": str(args.init_from), "vae_mse": vae_mse,
+                "args": {k: str(v) for k, v in vars(args).items()}}  # fmt: skip
+        pipe = make_pipeline(vae, init.text_encoder, init.tokenizer, init.unet)
+        save_pipeline(pipe, args.out, meta)
+        saved = StableDiffusionPipeline.from_pretrained(args.out).to(device)
+        saved.set_progress_bar_config(disable=True)
+        for line in score_seeds(saved, args.report_seeds)["lines"]:
+            log(f"saved model, {line}")
+        log(f"total {time.monotonic() - STARTED:.0f}s")
+        return
 
     # ---- phase 2: latents ----------------------------------------------------
     latents, which = encode_pool(vae, scenes, args.pool)
