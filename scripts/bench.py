@@ -367,6 +367,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=8, help="lone-client runs for (a)")
     parser.add_argument("--encode-runs", type=int, default=2, help="requests per size for (d)")
     parser.add_argument("--encode-sizes", help="sizes for (d), e.g. 64,128 (default: each model's own)")
+    parser.add_argument("--steps", type=int, help="denoising steps of (a)-(c) jobs (default: each model's own)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
     parser.add_argument("--max-batch", type=int, help="the batching-on worker's --max-batch (default: its default)")
     parser.add_argument("--batch-window-ms", type=float, help="the batching-on worker's --batch-window-ms")
@@ -384,6 +385,7 @@ def main() -> None:
     table = Table()
     with tempfile.TemporaryDirectory() as tmp:
         for plan in plans(device, args.models.split(",")):
+            plan.steps = args.steps or plan.steps
             plan.folder = build(plan, Path(tmp))
             measure(plan, args, device, table)
     print(f"\ndevice: {name}\n")

@@ -24,7 +24,7 @@ SCRIPTS = [
     (
         "bench",
         [
-            *("--models", "tiny", "--concurrency", "2", "--jobs", "1", "--reps", "1", "--runs", "1"),
+            *("--models", "tiny", "--concurrency", "2", "--jobs", "1", "--reps", "1", "--runs", "1", "--steps", "4"),
             *("--encode-runs", "1", "--encode-sizes", "64"),
         ],
         ["(a)", "(b) 2 clients", "(d) encode"],
