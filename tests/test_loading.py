@@ -128,6 +128,18 @@ def test_family_default_source_loads_from_the_hf_cache_offline(tiny_model: Any, 
     assert "seed 3" in result.stderr
 
 
+def test_a_missing_hub_model_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    # fast form (in-process); `-m slow` checks that a real `sd-worker` exits 1 with it and no traceback
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    expected = (
+        r"model 'stabilityai/stable-diffusion-xl-base-1.0' not found in the Hugging Face cache \(HF_HUB_OFFLINE is "
+        r"set\); pass --model-path to a local diffusers folder or \.safetensors file"
+    )
+    with pytest.raises(ModelLoadError, match=expected):
+        CpuBackend(Settings(sd_version="xl")).load()
+
+
+@pytest.mark.slow
 def test_missing_hub_model_is_one_clear_startup_error(tmp_path: Path) -> None:
     result = cli("--sd-version", "xl", "--port", str(free_port()), env={"HF_HUB_CACHE": str(tmp_path)})
     assert result.returncode == 1
